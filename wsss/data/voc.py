@@ -1,0 +1,264 @@
+"""PASCAL VOC 2012 (+ SBD ``train_aug``) in the devkit layout, as Dataset and LightningDataModule.
+
+The same code reads the embedded synthetic set, which is written in this layout.
+"""
+from __future__ import annotations
+
+from importlib import resources
+from pathlib import Path
+from typing import Callable, Dict, List, Mapping, Optional, Sequence
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+import torch.distributed as dist
+from torch.utils.data import DataLoader, Dataset
+
+from .formats import (IGNORE_INDEX, VOC_CLASSES, DataFormatError, load_cls_labels, read_image,
+                      read_label_png, read_split_list)
+from .samplers import UnpaddedDistributedSampler
+from .transforms import IMAGENET_MEAN, IMAGENET_STD, build_pipeline, normalize_image
+
+PACKAGED_VOC12 = "wsss.resources.voc12"
+AUG_SPLITS = ("train_aug",)
+
+
+def packaged_voc12_file(name: str) -> Path:
+    """Path of a file shipped with wsss (real VOC12 split lists and image-level labels)."""
+    return Path(str(resources.files(PACKAGED_VOC12).joinpath(name)))
+
+
+class VOCLayout:
+    """Where things live in a VOC-style root; the one place that knows the folder names."""
+
+    def __init__(self, root: str | Path, packaged_fallback: bool = False):
+        self.root = Path(root).expanduser()
+        if not self.root.is_dir():
+            raise FileNotFoundError(
+                f"dataset root not found: {self.root}; pass dataset.root=/path/to/VOC2012 (the folder holding "
+                "JPEGImages/ and SegmentationClass/)")
+        self.packaged_fallback = packaged_fallback
+
+    def image_path(self, image_id: str) -> Path:
+        return self.root / "JPEGImages" / f"{image_id}.jpg"
+
+    def split_file(self, split: str) -> Path:
+        for candidate in (self.root / "ImageSets" / "Segmentation" / f"{split}.txt", self.root / f"{split}.txt"):
+            if candidate.is_file():
+                return candidate
+        packaged = packaged_voc12_file(f"{split}.txt")
+        if self.packaged_fallback and packaged.is_file():
+            return packaged
+        raise FileNotFoundError(
+            f"split list '{split}' not found: looked for {self.root / 'ImageSets/Segmentation' / (split + '.txt')}; "
+            "create it (one image id per line) or choose an existing split")
+
+    def split_ids(self, split: str) -> List[str]:
+        return read_split_list(self.split_file(split))
+
+    def mask_dir(self, split: str, override: str | None = None) -> Path:
+        """GT masks: ``SegmentationClassAug`` for train_aug, else ``SegmentationClass`` (Aug as fallback)."""
+        if override:
+            path = Path(override)
+            return path if path.is_absolute() else self.root / path
+        plain, aug = self.root / "SegmentationClass", self.root / "SegmentationClassAug"
+        if split in AUG_SPLITS:
+            return aug
+        return plain if plain.is_dir() or not aug.is_dir() else aug
+
+    def mask_path(self, image_id: str, split: str, override: str | None = None) -> Path:
+        return self.mask_dir(split, override) / f"{image_id}.png"
+
+    def cls_labels_file(self) -> Optional[Path]:
+        for name in ("cls_labels.npy", "cls_labels.txt"):
+            if (self.root / name).is_file():
+                return self.root / name
+        packaged = packaged_voc12_file("cls_labels.txt")
+        return packaged if self.packaged_fallback and packaged.is_file() else None
+
+
+class VOCSegmentation(Dataset):
+    """One split of a VOC-layout root; yields dicts following the batch contract.
+
+    Image-level labels come from ``cls_labels.npy``/``.txt`` when present, otherwise
+    from the masks. ``mask_dir`` points the masks elsewhere (e.g. pseudo labels).
+    ``supervision`` (optional callable) adds weak targets per sample.
+    """
+
+    def __init__(self, root: str | Path, split: str, num_classes: int = 21, load_mask: bool = True,
+                 mask_dir: str | None = None, transforms: Sequence[Mapping] | None = None,
+                 supervision: Optional[Callable] = None, packaged_fallback: bool = False,
+                 mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD,
+                 label_keys: Sequence[str] = ("mask",)):
+        self.layout = VOCLayout(root, packaged_fallback)
+        self.split = split
+        self.num_classes = num_classes
+        self.load_mask = load_mask
+        self.mask_override = mask_dir
+        self.supervision = supervision
+        self.mean, self.std = tuple(mean), tuple(std)
+        self.ids = self.layout.split_ids(split)
+        extra_keys = tuple(getattr(supervision, "label_keys", ())) if supervision is not None else ()
+        self.pipeline = build_pipeline(transforms, tuple(label_keys) + extra_keys)
+        self._check_files()
+        self.cls_labels = self._load_cls_labels()
+
+    def _check_files(self) -> None:
+        for image_id in self.ids:
+            path = self.layout.image_path(image_id)
+            if not path.is_file():
+                raise FileNotFoundError(
+                    f"image '{image_id}' named in split '{self.split}' ({self.layout.split_file(self.split)}) "
+                    f"is missing: expected {path}")
+            if self.load_mask:
+                mpath = self.layout.mask_path(image_id, self.split, self.mask_override)
+                if not mpath.is_file():
+                    raise FileNotFoundError(
+                        f"mask for '{image_id}' (split '{self.split}') is missing: expected {mpath}")
+
+    def _load_cls_labels(self) -> Dict[str, np.ndarray]:
+        path = self.layout.cls_labels_file()
+        labels = load_cls_labels(path, self.num_classes - 1) if path is not None else {}
+        missing = [i for i in self.ids if i not in labels]
+        if missing and not self.load_mask:
+            raise DataFormatError(
+                f"no image-level label for {len(missing)} images of split '{self.split}' (e.g. {missing[0]}) in "
+                f"{path or self.layout.root / 'cls_labels.npy'}, and no masks to derive them from")
+        self._derive = set(missing)
+        return labels
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def image_label(self, image_id: str, mask: np.ndarray | None) -> np.ndarray:
+        if image_id not in self._derive:
+            return self.cls_labels[image_id]
+        vec = np.zeros(self.num_classes - 1, dtype=np.float32)
+        present = np.unique(mask)
+        present = present[(present > 0) & (present < self.num_classes)]
+        vec[present - 1] = 1.0
+        return vec
+
+    def __getitem__(self, index: int) -> dict:
+        image_id = self.ids[index]
+        image = read_image(self.layout.image_path(image_id))
+        sample = {"image": image}
+        mask = None
+        if self.load_mask or image_id in self._derive:
+            mpath = self.layout.mask_path(image_id, self.split, self.mask_override)
+            mask = read_label_png(mpath, self.num_classes)
+            if mask.shape != image.shape[:2]:
+                raise DataFormatError(
+                    f"{mpath}: mask is {mask.shape[0]}x{mask.shape[1]} but image "
+                    f"{self.layout.image_path(image_id)} is {image.shape[0]}x{image.shape[1]}")
+            if self.load_mask:
+                sample["mask"] = mask
+        if self.supervision is not None:
+            self.supervision(self.layout, image_id, sample)
+        label = self.image_label(image_id, mask)
+        out = self.pipeline(**sample)
+        result = {"name": image_id, "cls": torch.from_numpy(label.astype(np.float32)),
+                  "image": torch.from_numpy(normalize_image(out["image"], self.mean, self.std)),
+                  "size": torch.tensor(image.shape[:2])}
+        for key, value in out.items():
+            if key != "image" and isinstance(value, np.ndarray):
+                result[key] = torch.from_numpy(np.ascontiguousarray(value).astype(np.int64))
+            elif key != "image":
+                result[key] = value
+        return result
+
+
+def pad_collate(samples: List[dict]) -> dict:
+    """Batch samples of different sizes: images padded with 0, label maps with 255 (bottom/right)."""
+    batch: dict = {}
+    h = max(s["image"].shape[-2] for s in samples)
+    w = max(s["image"].shape[-1] for s in samples)
+    for key in samples[0]:
+        values = [s[key] for s in samples]
+        if key == "image":
+            out = torch.zeros(len(values), values[0].shape[0], h, w, dtype=values[0].dtype)
+            for i, v in enumerate(values):
+                out[i, :, : v.shape[-2], : v.shape[-1]] = v
+            batch[key] = out
+        elif isinstance(values[0], torch.Tensor) and values[0].dim() == 2:
+            out = torch.full((len(values), h, w), IGNORE_INDEX, dtype=values[0].dtype)
+            for i, v in enumerate(values):
+                out[i, : v.shape[-2], : v.shape[-1]] = v
+            batch[key] = out
+        elif isinstance(values[0], torch.Tensor):
+            batch[key] = torch.stack(values)
+        else:
+            batch[key] = values
+    return batch
+
+
+class VOCDataModule(pl.LightningDataModule):
+    """Train/val loaders over a VOC-layout root.
+
+    ``synthetic`` (a dict of generator arguments) makes the module write the embedded
+    synthetic set at ``root`` first; ``pseudo_label_dir`` trains on pseudo-label PNGs.
+    """
+
+    def __init__(self, root: str, num_classes: int = 21, class_names: Sequence[str] = VOC_CLASSES,
+                 train_split: str = "train_aug", val_split: str = "val", batch_size: int = 8,
+                 val_batch_size: int = 1, num_workers: int = 2, train_transforms: Sequence[Mapping] | None = None,
+                 val_transforms: Sequence[Mapping] | None = None, train_masks: bool = False,
+                 pseudo_label_dir: str | None = None, supervision: Optional[Callable] = None,
+                 synthetic: Mapping | None = None, packaged_lists: bool = True,
+                 mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD,
+                 limit_val_samples: int | None = None):
+        super().__init__()
+        self.root = root
+        self.num_classes = num_classes
+        self.class_names = list(class_names)
+        if len(self.class_names) != num_classes:
+            raise ValueError(f"dataset.class_names has {len(self.class_names)} names but num_classes={num_classes}")
+        self.train_split, self.val_split = train_split, val_split
+        self.batch_size, self.val_batch_size = batch_size, val_batch_size
+        self.num_workers = num_workers
+        self.train_transforms, self.val_transforms = train_transforms, val_transforms
+        self.train_masks = train_masks or pseudo_label_dir is not None
+        self.pseudo_label_dir = pseudo_label_dir
+        self.supervision = supervision
+        self.synthetic = dict(synthetic) if synthetic else None
+        self.packaged_lists = packaged_lists
+        self.mean, self.std = mean, std
+        self.limit_val_samples = limit_val_samples
+        self.train_set: Optional[VOCSegmentation] = None
+        self.val_set: Optional[VOCSegmentation] = None
+
+    def prepare_data(self) -> None:
+        if self.synthetic is not None:
+            from .synthetic import ensure_synthetic_voc
+
+            ensure_synthetic_voc(self.root, **self.synthetic)
+
+    def _dataset(self, split: str, train: bool) -> VOCSegmentation:
+        return VOCSegmentation(
+            self.root, split, self.num_classes, load_mask=(self.train_masks if train else True),
+            mask_dir=self.pseudo_label_dir if train else None,
+            transforms=self.train_transforms if train else self.val_transforms,
+            supervision=self.supervision if train else None, packaged_fallback=self.packaged_lists,
+            mean=self.mean, std=self.std)
+
+    def setup(self, stage: str | None = None) -> None:
+        self.prepare_data()  # idempotent; covers ranks that skipped prepare_data
+        if stage in (None, "fit") and self.train_set is None:
+            self.train_set = self._dataset(self.train_split, train=True)
+        if stage in (None, "fit", "validate") and self.val_set is None:
+            self.val_set = self._dataset(self.val_split, train=False)
+            if self.limit_val_samples:
+                self.val_set.ids = self.val_set.ids[: self.limit_val_samples]
+
+    def train_dataloader(self) -> DataLoader:
+        return DataLoader(self.train_set, batch_size=self.batch_size, shuffle=True, drop_last=True,
+                          num_workers=self.num_workers, collate_fn=pad_collate,
+                          persistent_workers=self.num_workers > 0, pin_memory=torch.cuda.is_available())
+
+    def val_dataloader(self) -> DataLoader:
+        sampler = None
+        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+            sampler = UnpaddedDistributedSampler(self.val_set)
+        return DataLoader(self.val_set, batch_size=self.val_batch_size, shuffle=False, sampler=sampler,
+                          num_workers=self.num_workers, collate_fn=pad_collate,
+                          persistent_workers=self.num_workers > 0)
