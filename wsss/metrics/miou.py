@@ -34,4 +34,6 @@ class SegmentationIoU(Metric):
                                          self.ignore_index).to(self.confmat.device)
 
     def compute(self) -> dict:
-        return scores_from_confusion(self.confmat.cpu().numpy(), self.class_names)
+        result = scores_from_confusion(self.confmat.cpu().numpy(), self.class_names)
+        result["confmat"] = self.confmat.cpu().tolist()
+        return result

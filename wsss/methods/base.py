@@ -1,0 +1,166 @@
+"""WSSSModule: what every method shares (metrics, optimisation, the dense prediction API).
+
+A method implements ``training_step`` (through :meth:`training_losses`) and
+:meth:`raw_scores`. Everything downstream (validation, ``wsss.infer``,
+``wsss.pseudo_label``) goes through two calls:
+
+* ``raw_scores(image) -> B x K x h x w``: additive per-class evidence (e.g. ReLU'd
+  CAMs, logits), any resolution. Multi-scale + flip inference resizes these to the
+  image size and **sums** them, as the seed repos do;
+* ``finalize_scores(raw) -> B x (1+C) x H x W``: background first, e.g. CAM max
+  normalisation followed by the configured background rule.
+
+``scores(image)`` is their composition at a single scale.
+"""
+from __future__ import annotations
+
+import json
+from typing import Dict, Iterable, List, Mapping, Sequence
+
+import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from wsss.metrics import SegmentationIoU
+from wsss.models.backbones import build_backbone
+from wsss.postprocess.background import add_background
+
+
+def restrict_to_labels(scores: torch.Tensor, cls: torch.Tensor) -> torch.Tensor:
+    """Drop foreground classes absent from the image-level label (keeps background)."""
+    keep = torch.cat([torch.ones_like(cls[:, :1]), cls], dim=1) > 0.5
+    return scores.masked_fill(~keep[:, :, None, None], float("-inf"))
+
+
+def max_normalize(cam: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
+    """Per-image, per-class division by the spatial maximum (SEAM / PSA convention)."""
+    cam = F.relu(cam)
+    peak = cam.flatten(-2).max(dim=-1).values[..., None, None]
+    return cam / (peak + eps)
+
+
+class WSSSModule(pl.LightningModule):
+    """Base LightningModule; subclasses add networks and losses."""
+
+    #: name used by checkpoint importers to recognise what a file holds
+    method_name = "base"
+
+    def __init__(self, backbone: Mapping, num_classes: int, class_names: Sequence[str] | None = None,
+                 bg: Mapping | None = None, optim: Mapping | None = None, scheduler: Mapping | None = None,
+                 eval_with_labels: bool = True, log_images: int = 4):
+        super().__init__()
+        self.num_classes = num_classes
+        self.class_names = list(class_names) if class_names is not None else [str(i) for i in range(num_classes)]
+        self.bg = dict(bg or {"rule": "threshold", "threshold": 0.2})
+        self.optim_cfg = dict(optim or {"name": "sgd", "lr": 0.01, "momentum": 0.9, "weight_decay": 1e-4})
+        self.sched_cfg = dict(scheduler or {"name": "poly", "power": 0.9})
+        self.eval_with_labels = eval_with_labels
+        self.log_images = log_images
+        self.backbone = build_backbone(**dict(backbone))
+        self.val_iou = SegmentationIoU(num_classes, self.class_names)
+        self.last_val_metrics: Dict[str, object] = {}
+        self._val_examples: List[dict] = []
+
+    # ----- dense prediction API -----------------------------------------------------------
+    def raw_scores(self, image: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def finalize_scores(self, raw: torch.Tensor) -> torch.Tensor:
+        """Default for CAM methods: max-normalise then apply the configured background rule."""
+        bg = {k: v for k, v in self.bg.items() if k in ("rule", "threshold", "alpha")}
+        return add_background(max_normalize(raw), **bg)
+
+    def scores(self, image: torch.Tensor) -> torch.Tensor:
+        raw = self.raw_scores(image)
+        raw = F.interpolate(raw, size=image.shape[-2:], mode="bilinear", align_corners=False)
+        return self.finalize_scores(raw)
+
+    # ----- training -----------------------------------------------------------------------
+    def training_losses(self, batch: dict) -> Dict[str, torch.Tensor]:
+        raise NotImplementedError
+
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        losses = self.training_losses(batch)
+        total = sum(losses.values())
+        bs = batch["image"].shape[0]
+        for name, value in losses.items():
+            self.log(f"train/{name}", value.detach(), batch_size=bs)
+        self.log("train/loss", total.detach(), prog_bar=True, batch_size=bs)
+        return total
+
+    # ----- validation ---------------------------------------------------------------------
+    def predict_labels(self, batch: dict) -> torch.Tensor:
+        scores = self.scores(batch["image"])
+        if self.eval_with_labels and "cls" in batch:
+            scores = restrict_to_labels(scores, batch["cls"])
+        return scores.argmax(dim=1)
+
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        pred = self.predict_labels(batch)
+        self.val_iou.update(pred, batch["mask"])
+        if len(self._val_examples) < self.log_images and self.global_rank == 0:
+            self._val_examples.append({"image": batch["image"][0].detach().cpu(), "gt": batch["mask"][0].cpu(),
+                                       "pred": pred[0].cpu(), "name": batch["name"][0]})
+
+    def on_validation_epoch_start(self) -> None:
+        self._val_examples = []
+
+    def on_validation_epoch_end(self) -> None:
+        result = self.val_iou.compute()
+        self.val_iou.reset()
+        self.last_val_metrics = result
+        self._last_val_step = self.global_step
+        self.log("val/mIoU", result["mIoU"], prog_bar=True, sync_dist=False, rank_zero_only=False)
+        self.log("val/mIoU_seam", result["mIoU_seam"], sync_dist=False)
+        for name, iou in result["IoU"].items():
+            if iou is not None:
+                self.log(f"val/IoU/{name}", iou, sync_dist=False)
+
+    # ----- optimisation -------------------------------------------------------------------
+    def head_parameters(self) -> Iterable[nn.Parameter]:
+        backbone_ids = {id(p) for p in self.backbone.parameters()}
+        return [p for p in self.parameters() if id(p) not in backbone_ids]
+
+    def param_groups(self) -> List[dict]:
+        """Backbone at the base LR, everything else at ``head_lr_mult`` x (DeepLab's 10x rule)."""
+        lr = self.optim_cfg["lr"]
+        mult = self.optim_cfg.get("head_lr_mult", 10.0)
+        groups = [{"params": [p for p in self.backbone.parameters() if p.requires_grad], "lr": lr},
+                  {"params": [p for p in self.head_parameters() if p.requires_grad], "lr": lr * mult}]
+        return [g for g in groups if g["params"]]
+
+    def configure_optimizers(self):
+        cfg = dict(self.optim_cfg)
+        name = cfg.pop("name", "sgd").lower()
+        cfg.pop("head_lr_mult", None)
+        cfg.pop("lr")
+        groups = self.param_groups()
+        if name == "sgd":
+            opt = torch.optim.SGD(groups, lr=groups[0]["lr"], **cfg)
+        elif name == "adamw":
+            opt = torch.optim.AdamW(groups, lr=groups[0]["lr"], **cfg)
+        elif name == "adam":
+            opt = torch.optim.Adam(groups, lr=groups[0]["lr"], **cfg)
+        else:
+            raise ValueError(f"unknown optimizer '{name}'; use sgd, adam or adamw")
+        sched = dict(self.sched_cfg)
+        kind = sched.pop("name", "poly")
+        if kind in (None, "none", "constant"):
+            return opt
+        if kind != "poly":
+            raise ValueError(f"unknown scheduler '{kind}'; use poly or none")
+        total = max(1, int(self.trainer.estimated_stepping_batches))
+        power = sched.get("power", 0.9)
+        lam = lambda step: max(0.0, 1.0 - min(step, total) / total) ** power  # noqa: E731
+        return {"optimizer": opt,
+                "lr_scheduler": {"scheduler": torch.optim.lr_scheduler.LambdaLR(opt, lam), "interval": "step"}}
+
+    # ----- checkpoints --------------------------------------------------------------------
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        cls = type(self)
+        checkpoint["wsss"] = {"method": self.method_name, "target": f"{cls.__module__}.{cls.__qualname__}"}
+
+
+def metrics_to_json(metrics: Mapping) -> str:
+    return json.dumps(metrics, indent=2, sort_keys=False)

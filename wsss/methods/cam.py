@@ -1,0 +1,34 @@
+"""The CAM baseline: backbone, 1x1 classifier, global average pooling, multi-label soft margin.
+
+Its CAMs are ReLU(classifier(features)); normalised by their spatial maximum they are
+the seeds every method in wsss is compared with.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .base import WSSSModule
+
+
+class CAMModule(WSSSModule):
+    method_name = "cam"
+
+    def __init__(self, *args, dropout: float = 0.0, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.save_hyperparameters()
+        self.dropout = nn.Dropout2d(dropout) if dropout > 0 else nn.Identity()
+        self.classifier = nn.Conv2d(self.backbone.out_channels, self.num_classes - 1, 1, bias=False)
+        nn.init.xavier_uniform_(self.classifier.weight)
+
+    def features(self, image: torch.Tensor) -> torch.Tensor:
+        return self.backbone(image)[self.backbone.final_key]
+
+    def raw_scores(self, image: torch.Tensor) -> torch.Tensor:
+        return F.relu(self.classifier(self.features(image)))
+
+    def training_losses(self, batch: dict) -> dict:
+        feats = self.dropout(self.features(batch["image"]))
+        logits = self.classifier(F.adaptive_avg_pool2d(feats, 1)).flatten(1)
+        return {"cls": F.multilabel_soft_margin_loss(logits, batch["cls"])}
