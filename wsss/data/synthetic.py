@@ -161,8 +161,18 @@ def _smooth_noise(rng: np.random.Generator, shape: Tuple[int, int], cell: int, c
     h, w = shape
     gh, gw = h // cell + 2, w // cell + 2
     coarse = rng.uniform(-1, 1, size=(channels, gh, gw)).astype(np.float32)
-    fine = ndimage.zoom(coarse, (1, (h + cell) / gh, (w + cell) / gw), order=1)
-    return fine[:, :h, :w]
+    return _lerp_matrix(h, gh, cell) @ coarse @ _lerp_matrix(w, gw, cell).T
+
+
+def _lerp_matrix(n: int, m: int, cell: int) -> np.ndarray:
+    """n x m matrix that linearly interpolates m coarse samples spaced ``cell`` px apart."""
+    pos = np.arange(n, dtype=np.float32) / cell
+    lo = np.minimum(np.floor(pos).astype(int), m - 2)
+    frac = pos - lo
+    mat = np.zeros((n, m), dtype=np.float32)
+    mat[np.arange(n), lo] = 1 - frac
+    mat[np.arange(n), lo + 1] = frac
+    return mat
 
 
 def _background(rng: np.random.Generator, shape: Tuple[int, int], yy: np.ndarray, xx: np.ndarray) -> np.ndarray:
