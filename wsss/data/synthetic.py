@@ -567,7 +567,7 @@ def ensure_synthetic_voc(root, *, num_train: int = 200, num_val: int = 51,
     """
     _validate(num_train, num_val, image_size, num_classes, seed)
     params = _params(num_train, num_val, image_size, num_classes, seed)
-    root = Path(root).expanduser().absolute()
+    root = Path(root).expanduser().resolve()
     if not force and _is_complete(root, params):
         return root
     root.parent.mkdir(parents=True, exist_ok=True)
