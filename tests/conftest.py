@@ -1,0 +1,51 @@
+"""Shared fixtures: a tiny synthetic VOC set and Hydra config composition for in-process runs."""
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf, open_dict
+
+REPO = Path(__file__).resolve().parents[1]
+CONF_DIR = REPO / "conf"
+SHARED = REPO.parent / "shared"
+
+os.environ.setdefault("WANDB_MODE", "offline")
+os.environ.setdefault("WANDB_SILENT", "true")
+
+TINY_SET = dict(num_train=48, num_val=17, image_size=(64, 64), num_classes=6, seed=0)
+
+
+@pytest.fixture(scope="session")
+def synthetic_root(tmp_path_factory) -> Path:
+    from wsss.data.synthetic import ensure_synthetic_voc
+
+    return ensure_synthetic_voc(tmp_path_factory.mktemp("data") / "synthetic", **TINY_SET)
+
+
+def compose_train_cfg(output_dir: Path, data_root: Path | None = None, overrides=()):
+    """The ``train`` config as ``python -m wsss.train`` would compose it, with outputs in ``output_dir``."""
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose(config_name="train", overrides=list(overrides))
+    with open_dict(cfg):
+        cfg.paths.output_dir = str(output_dir)
+        if data_root is not None:
+            cfg.dataset.root = str(data_root)
+            if cfg.dataset.get("synthetic") is not None:
+                cfg.dataset.synthetic = {k: (list(v) if isinstance(v, tuple) else v) for k, v in TINY_SET.items()}
+    return cfg
+
+
+@pytest.fixture
+def train_cfg(tmp_path, synthetic_root):
+    def make(*overrides):
+        return compose_train_cfg(tmp_path / "run", synthetic_root, overrides)
+
+    return make
+
+
+def python_exe() -> str:
+    return sys.executable

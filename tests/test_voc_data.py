@@ -1,0 +1,163 @@
+"""VOC datamodule: real packaged lists/labels, SEAM-form lists, the synthetic layout, bad input."""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from wsss.data.formats import (DataFormatError, load_cls_labels, load_cls_labels_npy, read_split_list,
+                               write_label_png)
+from wsss.data.voc import VOCDataModule, VOCSegmentation, packaged_voc12_file, pad_collate
+
+from conftest import SHARED
+
+SHARED_VOC = SHARED / "data" / "voc12"
+
+
+@pytest.mark.skipif(not SHARED_VOC.is_dir(), reason="../shared/data/voc12 not present")
+def test_packaged_lists_and_labels_equal_the_real_files():
+    for split, n in [("train", 1464), ("val", 1449), ("train_aug", 10582), ("test", 1456)]:
+        ours = read_split_list(packaged_voc12_file(f"{split}.txt"))
+        real = read_split_list(SHARED_VOC / f"{split}.txt")  # SEAM form: /JPEGImages/ID.jpg /Seg.../ID.png
+        assert ours == real and len(ours) == n
+    ours = load_cls_labels(packaged_voc12_file("cls_labels.txt"))
+    real = load_cls_labels_npy(SHARED_VOC / "cls_labels.npy")
+    assert ours.keys() == real.keys() and len(ours) == 12031
+    for key, vec in real.items():
+        assert np.array_equal(ours[key], vec), key
+    assert not packaged_voc12_file("cls_labels.txt").read_bytes().startswith(b"\x93NUMPY")
+
+
+def _voc_root(tmp_path: Path, synthetic_root: Path, ids=("2007_000032", "2007_000039")) -> Path:
+    """A VOC-devkit root with real VOC ids but no lists or labels: wsss must fall back to packaged ones."""
+    root = tmp_path / "VOC2012"
+    for sub in ("JPEGImages", "SegmentationClass"):
+        (root / sub).mkdir(parents=True)
+    src = sorted((synthetic_root / "JPEGImages").iterdir())
+    for image_id, path in zip(ids, src):
+        shutil.copy(path, root / "JPEGImages" / f"{image_id}.jpg")
+        shutil.copy(synthetic_root / "SegmentationClass" / f"{path.stem}.png",
+                    root / "SegmentationClass" / f"{image_id}.png")
+    (root / "ImageSets" / "Segmentation").mkdir(parents=True)
+    return root
+
+
+def test_real_voc_ids_use_packaged_labels(tmp_path, synthetic_root):
+    root = _voc_root(tmp_path, synthetic_root)
+    (root / "ImageSets" / "Segmentation" / "mini.txt").write_text(
+        "/JPEGImages/2007_000032.jpg /SegmentationClassAug/2007_000032.png\n"
+        "/JPEGImages/2007_000039.jpg /SegmentationClassAug/2007_000039.png\n")
+    ds = VOCSegmentation(root, "mini", num_classes=21, packaged_fallback=True)
+    sample = ds[0]
+    assert sample["name"] == "2007_000032"
+    # real VOC label of 2007_000032: aeroplane + person (from the packaged cls_labels)
+    assert torch.nonzero(sample["cls"]).flatten().tolist() == [0, 14]
+    assert sample["image"].dtype == torch.float32 and sample["image"].shape[0] == 3
+    with pytest.raises(FileNotFoundError, match="split list 'nosuch' not found"):
+        VOCSegmentation(root, "nosuch", num_classes=21, packaged_fallback=True)
+
+
+def test_synthetic_layout_datamodule(synthetic_root):
+    dm = VOCDataModule(str(synthetic_root), num_classes=6, class_names=list("abcdef"), train_split="train",
+                       val_split="val", batch_size=4, val_batch_size=3, num_workers=0, packaged_lists=False,
+                       train_transforms=[{"name": "RandomScale", "scale_limit": [-0.2, 0.2], "p": 1.0},
+                                         {"name": "PadIfNeeded", "min_height": 64, "min_width": 64},
+                                         {"name": "RandomCrop", "height": 64, "width": 64},
+                                         {"name": "HorizontalFlip", "p": 0.5}])
+    dm.setup("fit")
+    batch = next(iter(dm.train_dataloader()))
+    assert batch["image"].shape == (4, 3, 64, 64) and batch["cls"].shape == (4, 5)
+    assert "mask" not in batch  # weakly supervised training never sees GT masks
+    val = next(iter(dm.val_dataloader()))
+    assert val["mask"].shape[0] == 3 and set(val["mask"].unique().tolist()) <= set(range(6)) | {255}
+    labels = load_cls_labels(synthetic_root / "cls_labels.npy", 5)
+    for name, cls, mask in zip(val["name"], val["cls"], val["mask"]):
+        present = {c - 1 for c in mask.unique().tolist() if 0 < c < 255}
+        assert set(torch.nonzero(cls).flatten().tolist()) == present
+        assert np.array_equal(cls.numpy(), labels[name])
+
+
+def test_labels_derived_from_masks_without_cls_labels(tmp_path, synthetic_root):
+    root = tmp_path / "copy"
+    shutil.copytree(synthetic_root, root)
+    (root / "cls_labels.npy").unlink()
+    ds = VOCSegmentation(root, "val", num_classes=6)
+    s = ds[0]
+    present = {c - 1 for c in s["mask"].unique().tolist() if 0 < c < 255}
+    assert set(torch.nonzero(s["cls"]).flatten().tolist()) == present
+
+
+def test_pad_collate_fills_labels_with_255():
+    a = {"image": torch.ones(3, 4, 5), "mask": torch.zeros(4, 5, dtype=torch.long), "name": "a"}
+    b = {"image": torch.ones(3, 6, 3), "mask": torch.ones(6, 3, dtype=torch.long), "name": "b"}
+    out = pad_collate([a, b])
+    assert out["image"].shape == (2, 3, 6, 5) and out["mask"][0, 5, 0] == 255 and out["mask"][1, 0, 4] == 255
+    assert out["image"][1, 0, 0, 4] == 0 and out["name"] == ["a", "b"]
+
+
+# ----- bad input: one clear error naming the file ------------------------------------------------
+@pytest.fixture
+def broken_root(tmp_path, synthetic_root):
+    root = tmp_path / "broken"
+    shutil.copytree(synthetic_root, root)
+    return root
+
+
+def _first_val(root):
+    return read_split_list(root / "ImageSets/Segmentation/val.txt")[0]
+
+
+def test_missing_root(tmp_path):
+    with pytest.raises(FileNotFoundError, match=r"dataset root not found: .*nowhere.*dataset.root="):
+        VOCSegmentation(tmp_path / "nowhere", "val", num_classes=6)
+
+
+def test_missing_image(broken_root):
+    image_id = _first_val(broken_root)
+    (broken_root / "JPEGImages" / f"{image_id}.jpg").unlink()
+    with pytest.raises(FileNotFoundError, match=rf"{image_id}.*expected .*JPEGImages/{image_id}.jpg"):
+        VOCSegmentation(broken_root, "val", num_classes=6)
+
+
+def test_missing_mask(broken_root):
+    image_id = _first_val(broken_root)
+    (broken_root / "SegmentationClass" / f"{image_id}.png").unlink()
+    with pytest.raises(FileNotFoundError, match=rf"mask for '{image_id}'.*SegmentationClass/{image_id}.png"):
+        VOCSegmentation(broken_root, "val", num_classes=6)
+
+
+def test_rgb_mask_refused(broken_root):
+    image_id = _first_val(broken_root)
+    path = broken_root / "SegmentationClass" / f"{image_id}.png"
+    Image.open(path).convert("RGB").save(path)
+    ds = VOCSegmentation(broken_root, "val", num_classes=6)
+    with pytest.raises(DataFormatError, match=rf"{image_id}.png: label PNG has mode 'RGB'"):
+        ds[0]
+
+
+def test_class_id_out_of_range(broken_root):
+    image_id = _first_val(broken_root)
+    path = broken_root / "SegmentationClass" / f"{image_id}.png"
+    label = np.asarray(Image.open(path)).copy()
+    label[0, 0] = 17
+    write_label_png(path, label)
+    ds = VOCSegmentation(broken_root, "val", num_classes=6)
+    with pytest.raises(DataFormatError, match=rf"{image_id}.png: class ids \[17\] outside 0..5"):
+        ds[0]
+
+
+def test_unreadable_image(broken_root):
+    image_id = _first_val(broken_root)
+    (broken_root / "JPEGImages" / f"{image_id}.jpg").write_bytes(b"not a jpeg")
+    ds = VOCSegmentation(broken_root, "val", num_classes=6)
+    with pytest.raises(DataFormatError, match=rf"{image_id}.jpg: not a readable image"):
+        ds[0]
+
+
+def test_missing_split_list(broken_root):
+    with pytest.raises(FileNotFoundError, match=r"split list 'val2' not found: .*ImageSets/Segmentation/val2.txt"):
+        VOCSegmentation(broken_root, "val2", num_classes=6)
