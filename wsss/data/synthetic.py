@@ -484,6 +484,12 @@ def _is_complete(root: Path, params: Dict) -> bool:
         return False
 
 
+def _save_gray(path: Path, array: np.ndarray) -> None:
+    """Plain PNG save: uint8 -> 'L', uint16 -> 'I;16'. The whole set is built in a temporary folder
+    renamed into place, so per-file atomic writes would only cost time here."""
+    Image.fromarray(array).save(path, format="PNG")
+
+
 def _write_set(out: Path, params: Dict) -> None:
     h, w = params["image_size"]
     num_classes = params["num_classes"]
@@ -502,14 +508,14 @@ def _write_set(out: Path, params: Dict) -> None:
                         np.where(band, IGNORE_INDEX, cls_map))
         write_label_png(out / "SegmentationObject" / f"{image_id}.png",
                         np.where(band, IGNORE_INDEX, sample.instances).astype(np.uint8))
-        write_label_png(out / "SegmentationClassAug" / f"{image_id}.png", cls_map, palette=False)
+        _save_gray(out / "SegmentationClassAug" / f"{image_id}.png", cls_map)
         (out / "Annotations" / f"{image_id}.xml").write_text(
             _annotation_xml(image_id, (h, w), _boxes(sample), names))
         scribble, points = _weak_labels(rng, sample)
-        write_label_png(out / "scribble" / f"{image_id}.png", scribble, palette=False)
-        write_label_png(out / "points" / f"{image_id}.png", points, palette=False)
-        Image.fromarray(_superpixels(rng, sample.instances)).save(out / "hed" / f"{image_id}.png")
-        write_label_png(out / "saliency" / f"{image_id}.png", _saliency(rng, sample.instances), palette=False)
+        _save_gray(out / "scribble" / f"{image_id}.png", scribble)
+        _save_gray(out / "points" / f"{image_id}.png", points)
+        _save_gray(out / "hed" / f"{image_id}.png", _superpixels(rng, sample.instances))
+        _save_gray(out / "saliency" / f"{image_id}.png", _saliency(rng, sample.instances))
         vec = np.zeros(num_classes - 1, dtype=np.float32)
         vec[np.asarray(sorted(set(sample.classes))) - 1] = 1.0
         cls_labels[image_id] = vec
