@@ -155,6 +155,10 @@ def test_weak_annotations(small_set):
             assert np.array_equal(weak[labelled], aug[labelled]), (kind, image_id)
             assert set(np.unique(weak[labelled]).tolist()) == present, (kind, image_id)
             assert labelled.mean() < 0.2
+        scribble = _png(root / "scribble" / f"{image_id}.png")
+        for c in present:  # SPML's loader dilates scribbles 3x3: they must stay inside their region
+            grown = ndimage.binary_dilation(scribble == c, np.ones((3, 3)))
+            assert (aug[grown] == c).all(), (image_id, c)
         points = _png(root / "points" / f"{image_id}.png")
         assert ((points != 255) & (points != 0)).sum() == n_objects
         assert 3 <= (points == 0).sum() <= 5

@@ -25,8 +25,9 @@ Layout under ``root`` (ids ``2000_000001`` ...; train ids first, then val ids):
                                    (VOC's convention); ``truncated`` = box touches the image border
 - ``ImageSets/Segmentation/{train,val,train_aug}.txt``  ``ID`` a line; train_aug = train
 - ``cls_labels.npy``               SEAM's format: dict id -> float32 multi-hot over fg classes
-- ``scribble/ID.png``              'L' label PNG, 255 = unlabelled; ~3 px strokes inside each object
-                                   and 2-3 strokes on the background
+- ``scribble/ID.png``              'L' label PNG, 255 = unlabelled; a 1 px wiggly stroke inside each
+                                   object (>= 2 px from its edge) and 2-3 strokes on the background
+                                   (>= 4 px from objects); SPML's loader dilates them 3x3
 - ``points/ID.png``                'L' label PNG, 255 = unlabelled; one pixel per object (deep inside
                                    it) and 3-5 background pixels
 - ``hed/ID.png``                   over-segmentation: 16-bit grayscale PNG (PIL mode 'I;16') of
@@ -397,11 +398,13 @@ def _stroke(rng: np.random.Generator, inner: np.ndarray, start: Tuple[int, int],
 
 
 def _weak_labels(rng: np.random.Generator, sample: _Sample) -> Tuple[np.ndarray, np.ndarray]:
-    """SPML-like scribbles and points: label maps with 255 = unlabelled."""
+    """SPML-like scribbles and points: label maps with 255 = unlabelled.
+
+    Strokes are 1 px wide and at least 2 px inside their region, points lie in the deeper half of
+    their object: loaders dilate both (SPML: 3x3 scribbles, 6x6 points) without crossing edges."""
     shape = sample.instances.shape
     scribble = np.full(shape, IGNORE_INDEX, dtype=np.uint8)
     points = np.full(shape, IGNORE_INDEX, dtype=np.uint8)
-    cross = ndimage.generate_binary_structure(2, 1)
     regions = [(sample.instances == j, c) for j, c in enumerate(sample.classes, start=1)]
     regions_bg = sample.instances == 0
     for region, c in regions:
@@ -412,7 +415,7 @@ def _weak_labels(rng: np.random.Generator, sample: _Sample) -> Tuple[np.ndarray,
         ys, xs = np.nonzero(region)
         length = 0.5 * max(np.ptp(ys), np.ptp(xs), 1)
         line = _stroke(rng, inner, start, length)
-        scribble[ndimage.binary_dilation(line, cross) & region] = c
+        scribble[line & region] = c
     if regions_bg.any():
         inner, _ = _interior(regions_bg, 4.0)
         for _ in range(int(rng.integers(3, 6))):
@@ -420,7 +423,7 @@ def _weak_labels(rng: np.random.Generator, sample: _Sample) -> Tuple[np.ndarray,
         length = 0.2 * max(shape)
         for _ in range(int(rng.integers(2, 4))):
             line = _stroke(rng, inner, _pick(rng, inner), length)
-            scribble[ndimage.binary_dilation(line, cross) & regions_bg] = 0
+            scribble[line & regions_bg] = 0
     return scribble, points
 
 
