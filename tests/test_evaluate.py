@@ -1,0 +1,249 @@
+"""``wsss.evaluate`` against an independent re-implementation of YudeWang/SEAM ``evaluation.py``.
+
+``seam_reference`` below follows SEAM's loop literally: for each threshold it re-reads every file,
+builds the 21-channel float32 tensor (channel 0 = threshold, channel k+1 = score k, absent = 0),
+takes ``np.argmax``, and accumulates TP / P / T with ``gt < 255`` as the valid mask. It shares no
+code with the module under test.
+"""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from omegaconf import OmegaConf
+from PIL import Image
+
+from wsss.data.formats import VOC_CLASSES, DataFormatError, save_score_dict, write_label_png
+from wsss.evaluate import evaluate_dir, run
+
+REPO = Path(__file__).resolve().parents[1]
+N = 21
+NAMES = list(VOC_CLASSES)
+
+
+def seam_reference(pred_dir, gt_dir, names, input_type, threshold=None, num_cls=N):
+    TP, P, T = np.zeros(num_cls, np.int64), np.zeros(num_cls, np.int64), np.zeros(num_cls, np.int64)
+    for name in names:
+        if input_type == "png":
+            predict = np.array(Image.open(os.path.join(pred_dir, f"{name}.png")))
+        else:
+            d = np.load(os.path.join(pred_dir, f"{name}.npy"), allow_pickle=True).item()
+            h, w = list(d.values())[0].shape
+            tensor = np.zeros((num_cls, h, w), np.float32)
+            for key in d.keys():
+                tensor[key + 1] = d[key]
+            tensor[0, :, :] = threshold
+            predict = np.argmax(tensor, axis=0).astype(np.uint8)
+        gt = np.array(Image.open(os.path.join(gt_dir, f"{name}.png")))
+        cal = gt < 255
+        mask = (predict == gt) * cal
+        for i in range(num_cls):
+            P[i] += np.sum((predict == i) * cal)
+            T[i] += np.sum((gt == i) * cal)
+            TP[i] += np.sum((gt == i) * mask)
+    iou = TP / (T + P - TP + 1e-10)
+    union = T + P - TP
+    present = np.where(union > 0, TP / np.maximum(union, 1), np.nan)
+    return {"IoU_seam": iou, "mIoU_seam": float(np.mean(iou)), "mIoU": float(np.nanmean(present)),
+            "precision": np.where(P > 0, TP / np.maximum(P, 1), np.nan),
+            "recall": np.where(T > 0, TP / np.maximum(T, 1), np.nan)}
+
+
+def make_dataset(root: Path, num=7, seed=0):
+    """GT palette PNGs with 255 bands, score dicts with exact ties on the 0.01 grid, PNG predictions."""
+    rng = np.random.default_rng(seed)
+    gt_dir, npy_dir, png_dir = root / "SegmentationClass", root / "scores", root / "pred"
+    ids = [f"2007_{i:06d}" for i in range(num)]
+    key_sets = [[0], [4, 11], [0, 1, 2], list(range(20)), [14], [2, 3, 19], [7]]
+    for i, name in enumerate(ids):
+        h, w = 20 + 3 * i, 28 - i
+        keys = key_sets[i % len(key_sets)]
+        gt = rng.choice([0] + [k + 1 for k in keys] + [9], size=(h, w)).astype(np.uint8)
+        gt[rng.random((h, w)) < 0.12] = 255
+        write_label_png(gt_dir / f"{name}.png", gt)
+        scores = {k: rng.integers(-3, 65, size=(h, w)) / 100.0 for k in keys}
+        if i == 2:  # float64 on disk: SEAM casts on assignment into its float32 tensor, so 0.2 ties t=0.2
+            npy_dir.mkdir(parents=True, exist_ok=True)
+            np.save(npy_dir / f"{name}.npy", scores)
+        else:
+            save_score_dict(npy_dir / f"{name}.npy", {k: v.astype(np.float32) for k, v in scores.items()})
+        pred = np.where(rng.random((h, w)) < 0.5, gt, rng.integers(0, N, size=(h, w))).astype(np.uint8)
+        pred[rng.random((h, w)) < 0.2] = 0
+        pred[rng.random((h, w)) < 0.05] = 255  # "no label" in a pseudo label
+        write_label_png(png_dir / f"{name}.png", pred, palette=(i % 2 == 0))
+    (root / "list.txt").write_text("\n".join(ids) + "\n")
+    return ids, gt_dir, npy_dir, png_dir
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("eval")
+    ids, gt_dir, npy_dir, png_dir = make_dataset(root)
+    return root, ids, gt_dir, npy_dir, png_dir
+
+
+def assert_agrees(res, ref):
+    assert abs(res["mIoU_seam"] - ref["mIoU_seam"]) < 1e-6
+    assert abs(res["mIoU"] - ref["mIoU"]) < 1e-6
+    np.testing.assert_allclose([res["IoU_seam"][n] for n in NAMES], ref["IoU_seam"], atol=1e-6, rtol=0)
+    for key in ("precision", "recall"):
+        ours = np.array([np.nan if res[key][n] is None else res[key][n] for n in NAMES])
+        np.testing.assert_allclose(ours, ref[key], atol=1e-6, rtol=0)
+
+
+def test_png_agrees_with_seam(data):
+    root, ids, gt_dir, _, png_dir = data
+    res = evaluate_dir(png_dir, gt_dir, ids, "png", N, NAMES)
+    ref = seam_reference(png_dir, gt_dir, ids, "png")
+    assert_agrees(res, ref)
+    assert sum(res["unlabelled"]) > 0  # the test exercises predictions of 255
+
+
+@pytest.mark.parametrize("threshold", [0.0, 0.2, 0.37, 0.59, 0.7])
+def test_npy_agrees_with_seam(data, threshold):
+    root, ids, gt_dir, npy_dir, _ = data
+    res = evaluate_dir(npy_dir, gt_dir, ids, "npy", N, NAMES, threshold=threshold)
+    assert_agrees(res, seam_reference(npy_dir, gt_dir, ids, "npy", threshold))
+
+
+def test_curve_agrees_with_seam_at_every_threshold(data):
+    root, ids, gt_dir, npy_dir, _ = data
+    thresholds = [i / 100.0 for i in range(60)]
+    res = evaluate_dir(npy_dir, gt_dir, ids, "npy", N, NAMES, curve_thresholds=thresholds, workers=2)
+    ref = [seam_reference(npy_dir, gt_dir, ids, "npy", t) for t in thresholds]
+    np.testing.assert_allclose(res["curve"]["mIoU_seam"], [r["mIoU_seam"] for r in ref], atol=1e-6, rtol=0)
+    np.testing.assert_allclose(res["curve"]["mIoU"], [r["mIoU"] for r in ref], atol=1e-6, rtol=0)
+    best = int(np.argmax([r["mIoU_seam"] for r in ref]))
+    assert res["curve"]["best"]["threshold"] == thresholds[best] == res["threshold"]
+    assert_agrees(res, ref[best])  # without threshold= the table is at the best threshold
+    # ties exist: some scores equal a threshold exactly in float32
+    d = np.load(npy_dir / f"{ids[0]}.npy", allow_pickle=True).item()
+    assert np.isin(d[0], np.float32(thresholds)).any()
+
+
+def test_workers_do_not_change_numbers(data):
+    root, ids, gt_dir, npy_dir, png_dir = data
+    one = evaluate_dir(npy_dir, gt_dir, ids, "npy", N, NAMES, threshold=0.25, curve_thresholds=[0.1, 0.3])
+    two = evaluate_dir(npy_dir, gt_dir, ids, "npy", N, NAMES, threshold=0.25, curve_thresholds=[0.1, 0.3], workers=2)
+    assert one == two
+
+
+def test_hand_computed_confusion(tmp_path):
+    """GT [[0,0,1,1],[2,2,255,1]], prediction [[0,1,1,1],[2,0,2,255]], 4 classes (class 3 absent).
+
+    Confusion (rows GT): g0 -> p0 1, p1 1; g1 -> p1 2, no label 1; g2 -> p0 1, p2 1.
+    T = 2,3,2,0  P = 2,3,1,0  TP = 1,2,1,0  IoU = 1/3, 1/2, 1/2, (absent)
+    """
+    gt = np.array([[0, 0, 1, 1], [2, 2, 255, 1]], np.uint8)
+    pred = np.array([[0, 1, 1, 1], [2, 0, 2, 255]], np.uint8)
+    write_label_png(tmp_path / "gt" / "a.png", gt)
+    write_label_png(tmp_path / "pred" / "a.png", pred, palette=False)
+    names = ["bg", "x", "y", "z"]
+    res = evaluate_dir(tmp_path / "pred", tmp_path / "gt", ["a"], "png", 4, names)
+    assert res["confusion"] == [[1, 1, 0, 0], [0, 2, 0, 0], [1, 0, 1, 0], [0, 0, 0, 0]]
+    assert res["unlabelled"] == [0, 1, 0, 0]
+    assert res["IoU"]["bg"] == pytest.approx(1 / 3)
+    assert res["IoU"]["x"] == pytest.approx(0.5) and res["IoU"]["y"] == pytest.approx(0.5)
+    assert res["IoU"]["z"] is None
+    assert res["IoU_seam"]["z"] == 0.0
+    assert res["mIoU"] == pytest.approx(4 / 9, abs=1e-12)
+    assert res["mIoU_seam"] == pytest.approx(1 / 3, abs=1e-9)
+    assert res["precision"]["x"] == pytest.approx(2 / 3) and res["recall"]["y"] == pytest.approx(0.5)
+    assert res["pixel_acc"] == pytest.approx(4 / 7)
+
+
+def test_empty_score_dict_predicts_background(tmp_path):
+    gt = np.array([[0, 3], [255, 0]], np.uint8)
+    write_label_png(tmp_path / "gt" / "a.png", gt)
+    save_score_dict(tmp_path / "s" / "a.npy", {})
+    res = evaluate_dir(tmp_path / "s", tmp_path / "gt", ["a"], "npy", N, NAMES, threshold=0.0)
+    assert res["confusion"][0][0] == 2 and res["confusion"][3][0] == 1
+
+
+# ----- bad input -----------------------------------------------------------------------------
+def test_missing_files_are_listed(data):
+    root, ids, gt_dir, npy_dir, _ = data
+    with pytest.raises(FileNotFoundError, match=r"1 of 8 prediction files missing.*nope\.npy"):
+        evaluate_dir(npy_dir, gt_dir, ids + ["nope"], "npy", N, NAMES, threshold=0.2)
+    with pytest.raises(FileNotFoundError, match="prediction files missing"):
+        evaluate_dir(npy_dir, gt_dir, ids, "png", N, NAMES)
+    with pytest.raises(FileNotFoundError, match="pred_dir"):
+        evaluate_dir(root / "absent", gt_dir, ids, "png", N, NAMES)
+
+
+def test_bad_score_files(tmp_path):
+    gt = np.zeros((4, 5), np.uint8)
+    write_label_png(tmp_path / "gt" / "a.png", gt)
+    save_score_dict(tmp_path / "s" / "a.npy", {0: np.zeros((4, 6), np.float32)})
+    with pytest.raises(DataFormatError, match=r"a\.npy.*4x6.*4x5"):
+        evaluate_dir(tmp_path / "s", tmp_path / "gt", ["a"], "npy", N, NAMES, threshold=0.2)
+    np.save(tmp_path / "s" / "a.npy", np.zeros((20, 4, 5), np.float32))
+    with pytest.raises(DataFormatError, match=r"a\.npy.*expected a dict"):
+        evaluate_dir(tmp_path / "s", tmp_path / "gt", ["a"], "npy", N, NAMES, threshold=0.2)
+    save_score_dict(tmp_path / "s" / "a.npy", {0: np.full((4, 5), np.nan, np.float32)})
+    with pytest.raises(DataFormatError, match="NaN"):
+        evaluate_dir(tmp_path / "s", tmp_path / "gt", ["a"], "npy", N, NAMES, threshold=0.2)
+    save_score_dict(tmp_path / "s" / "a.npy", {25: np.zeros((4, 5), np.float32)})
+    with pytest.raises(DataFormatError, match="class index 25"):
+        evaluate_dir(tmp_path / "s", tmp_path / "gt", ["a"], "npy", N, NAMES, threshold=0.2)
+    with pytest.raises(ValueError, match="threshold=T"):
+        evaluate_dir(tmp_path / "s", tmp_path / "gt", ["a"], "npy", N, NAMES)
+
+
+def test_bad_png_files(tmp_path):
+    write_label_png(tmp_path / "gt" / "a.png", np.zeros((4, 5), np.uint8))
+    (tmp_path / "p").mkdir()
+    Image.new("RGB", (5, 4)).save(tmp_path / "p" / "a.png")
+    with pytest.raises(DataFormatError, match=r"a\.png.*mode 'RGB'"):
+        evaluate_dir(tmp_path / "p", tmp_path / "gt", ["a"], "png", N, NAMES)
+    write_label_png(tmp_path / "p" / "a.png", np.zeros((5, 5), np.uint8))
+    with pytest.raises(DataFormatError, match="original image size"):
+        evaluate_dir(tmp_path / "p", tmp_path / "gt", ["a"], "png", N, NAMES)
+    write_label_png(tmp_path / "p" / "a.png", np.full((4, 5), 40, np.uint8))
+    with pytest.raises(DataFormatError, match="class ids"):
+        evaluate_dir(tmp_path / "p", tmp_path / "gt", ["a"], "png", N, NAMES)
+
+
+def _cfg(**kw):
+    base = {"type": "png", "threshold": None, "curve": False, "curve_thresholds": None, "workers": 1,
+            "progress": False, "logger": None, "dataset": {"num_classes": N, "class_names": NAMES}}
+    base.update(kw)
+    return OmegaConf.create(base)
+
+
+def test_run_errors(data, tmp_path):
+    root, ids, gt_dir, npy_dir, png_dir = data
+    with pytest.raises(FileNotFoundError, match="split list not found"):
+        run(_cfg(pred_dir=str(png_dir), gt_dir=str(gt_dir), list=str(root / "no.txt"), out=str(tmp_path / "m.json")))
+    with pytest.raises(ValueError, match="curve=true needs type=npy"):
+        run(_cfg(pred_dir=str(png_dir), gt_dir=str(gt_dir), list=str(root / "list.txt"), curve=True,
+                 out=str(tmp_path / "m.json")))
+    (root / "class_names.txt").write_text("background\na\nb\n")
+    try:
+        with pytest.raises(ValueError, match="dataset=synthetic"):
+            run(_cfg(pred_dir=str(png_dir), gt_dir=str(gt_dir), list=str(root / "list.txt"),
+                     out=str(tmp_path / "m.json")))
+    finally:
+        (root / "class_names.txt").unlink()
+
+
+def test_cli_curve_writes_json_plots_csv(data, tmp_path):
+    root, ids, gt_dir, npy_dir, _ = data
+    out = tmp_path / "res" / "m.json"
+    cmd = [sys.executable, "-m", "wsss.evaluate", f"pred_dir={npy_dir}", f"gt_dir={gt_dir}",
+           f"list={root / 'list.txt'}", "type=npy", "curve=true", f"out={out}", "workers=2", "progress=false",
+           f"hydra.run.dir={tmp_path / 'hydra'}"]
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "best background threshold" in proc.stdout and "mIoU (SEAM, mean over all 21)" in proc.stdout
+    res = json.loads(out.read_text())
+    ref = seam_reference(npy_dir, gt_dir, ids, "npy", res["threshold"])
+    assert abs(res["mIoU_seam"] - ref["mIoU_seam"]) < 1e-6
+    assert len(res["curve"]["thresholds"]) == 60
+    for suffix in ("_curve.png", "_per_class.png", "_per_class.csv"):
+        assert (out.parent / f"m{suffix}").stat().st_size > 0
+    lines = (out.parent / "m_per_class.csv").read_text().splitlines()
+    assert lines[0] == "class,IoU,IoU_seam,precision,recall" and len(lines) == 22
