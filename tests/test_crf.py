@@ -158,6 +158,14 @@ def test_scale_factor_divides_kernel_widths():
     np.testing.assert_array_equal(dense_crf(image, probs, scaled), dense_crf(image, probs, halved))
 
 
+def test_read_only_image_is_accepted():
+    image, fg = _scene()
+    frozen = image.copy()
+    frozen.setflags(write=False)  # what np.asarray(PIL.Image) gives
+    np.testing.assert_array_equal(refine(frozen, fg, KEYS, load_preset("seam")),
+                                  refine(image, fg, KEYS, load_preset("seam")))
+
+
 def test_no_foreground_class_gives_background():
     image, _ = _scene()
     out = refine(image, np.zeros((0, H, W), np.float32), [], load_preset("seam"))

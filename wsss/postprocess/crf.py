@@ -179,7 +179,8 @@ def dense_crf(image: np.ndarray, probs: np.ndarray, preset: CRFPreset) -> np.nda
     crf.setUnaryEnergy(np.ascontiguousarray(unary))
     crf.addPairwiseGaussian(sxy=preset.gaussian.sxy / preset.scale_factor, compat=preset.gaussian.compat)
     crf.addPairwiseBilateral(sxy=preset.bilateral.sxy / preset.scale_factor, srgb=preset.bilateral.srgb,
-                             rgbim=np.ascontiguousarray(image), compat=preset.bilateral.compat)
+                             rgbim=np.array(image, order="C"),  # a writable copy: pydensecrf refuses
+                             compat=preset.bilateral.compat)    # read-only buffers (e.g. from PIL)
     q = crf.inference(int(preset.iterations))
     return np.asarray(q, dtype=np.float32).reshape(n, h, w)
 
@@ -277,10 +278,17 @@ def _limit_threads() -> None:
 
 
 def worker_pool(workers: int):
-    """A ``spawn`` process pool (safe after torch has started threads), or None for 0/1 workers."""
+    """A process pool of ``workers`` processes, or None for 0/1 (run in this process).
+
+    ``fork`` where the platform has it: a spawned worker re-imports torch (seconds each on a
+    small machine); torch re-initialises its thread pools after fork, as its DataLoader relies on.
+    """
     if int(workers) <= 1:
         return None
-    return get_context("spawn").Pool(int(workers), initializer=_limit_threads)
+    import multiprocessing
+
+    method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
+    return get_context(method).Pool(int(workers), initializer=_limit_threads)
 
 
 def _refine_job(args):

@@ -1,0 +1,183 @@
+"""``wsss.pseudo_label`` on the synthetic set: outputs, metrics, resume, errors, multirun, W&B."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import open_dict
+from PIL import Image
+from scipy.ndimage import gaussian_filter
+
+from wsss.data.formats import read_image, read_label_png, read_split_list, save_score_dict
+from wsss.postprocess.crf import Background, load_preset, refine
+from wsss.pseudo_label import run
+
+REPO = Path(__file__).resolve().parents[1]
+NUM_CLASSES = 6
+
+
+def _ids(root: Path, split: str):
+    return read_split_list(root / "ImageSets" / "Segmentation" / f"{split}.txt")
+
+
+@pytest.fixture(scope="module")
+def scores_dir(tmp_path_factory, synthetic_root):
+    """Blurred, noisy GT as CAM-like score dicts (present classes only), for train and val."""
+    out = tmp_path_factory.mktemp("scores")
+    rng = np.random.default_rng(0)
+    for i in _ids(synthetic_root, "train") + _ids(synthetic_root, "val"):
+        gt = read_label_png(synthetic_root / "SegmentationClassAug" / f"{i}.png")
+        scores = {}
+        for c in np.unique(gt):
+            if c in (0, 255):
+                continue
+            m = gaussian_filter((gt == c).astype(np.float32), 2.5) * 0.9 + rng.uniform(0, 0.35, gt.shape)
+            scores[int(c) - 1] = np.clip(m, 0, 1).astype(np.float32)
+        save_score_dict(out / f"{i}.npy", scores)
+    return out
+
+
+def _cfg(tmp_path, root, scores, *overrides):
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        cfg = compose(config_name="pseudo_label", overrides=[
+            f"scores_dir={scores}", f"dataset.root={root}", "dataset.synthetic=null", "progress=false",
+            "workers=0", *overrides])
+    with open_dict(cfg):
+        cfg.paths.output_dir = str(tmp_path / "run")
+    return cfg
+
+
+def _seam_miou(conf):
+    conf = np.asarray(conf, np.float64)
+    tp = np.diag(conf)
+    return float(np.mean(tp / (conf.sum(0) + conf.sum(1) - tp + 1e-10)))
+
+
+def test_none_is_thresholded_argmax_and_reports_miou(tmp_path, synthetic_root, scores_dir):
+    res = run(_cfg(tmp_path, synthetic_root, scores_dir, "split=train", "crf=none", "bg.threshold=0.3"))
+    out = tmp_path / "run" / "pseudo_labels"
+    ids = _ids(synthetic_root, "train")
+    assert res["written"] == len(ids) and res["num_scored"] == len(ids)
+    conf = np.zeros((NUM_CLASSES, NUM_CLASSES), np.int64)
+    for i in ids:
+        png = Image.open(out / f"{i}.png")
+        assert png.mode == "P"
+        d = np.load(scores_dir / f"{i}.npy", allow_pickle=True).item()
+        keys = sorted(d)
+        stack = np.stack([np.full(d[keys[0]].shape, 0.3, np.float32)] + [d[k] for k in keys])
+        expected = np.array([0] + [k + 1 for k in keys])[np.argmax(stack, 0)]
+        np.testing.assert_array_equal(np.asarray(png), expected)
+        gt = np.asarray(Image.open(synthetic_root / "SegmentationClass" / f"{i}.png"))
+        keep = gt != 255
+        conf += np.bincount(gt[keep].astype(int) * NUM_CLASSES + expected[keep],
+                            minlength=NUM_CLASSES ** 2).reshape(NUM_CLASSES, NUM_CLASSES)
+    assert res["mIoU_seam"] == pytest.approx(_seam_miou(conf), abs=1e-12)
+    for path in (tmp_path / "run" / "metrics.json", out / "metrics.json"):
+        saved = json.loads(path.read_text())
+        assert saved["mIoU_seam"] == pytest.approx(res["mIoU_seam"]) and saved["crf"] == "none"
+        assert saved["background"]["threshold"] == 0.3
+    assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no temp files left
+
+
+def test_crf_preset_in_worker_pool(tmp_path, synthetic_root, scores_dir):
+    res = run(_cfg(tmp_path, synthetic_root, scores_dir, "split=val", "crf=rtc", "workers=2",
+                   "bg.threshold=0.9"))
+    assert res["background"]["from"] == "crf preset 'rtc'"  # the preset's 0.17 wins over bg.threshold
+    out = tmp_path / "run" / "pseudo_labels"
+    preset, differs = load_preset("rtc"), 0
+    for i in _ids(synthetic_root, "val")[:4]:
+        d = np.load(scores_dir / f"{i}.npy", allow_pickle=True).item()
+        keys = sorted(d)
+        image = read_image(synthetic_root / "JPEGImages" / f"{i}.jpg")
+        expected = refine(image, np.stack([d[k] for k in keys]), keys, preset, num_classes=NUM_CLASSES)
+        got = read_label_png(out / f"{i}.png")
+        np.testing.assert_array_equal(got, expected)
+        plain = refine(image, np.stack([d[k] for k in keys]), keys, load_preset("none"),
+                       bg=Background("threshold", 0.17))
+        differs += int((plain != got).any())
+    assert differs  # the CRF changed the noisy maps
+
+
+def test_resume_keeps_existing_and_overwrite_redoes(tmp_path, synthetic_root, scores_dir):
+    args = (tmp_path, synthetic_root, scores_dir, "split=val", "crf=none")
+    first = run(_cfg(*args))
+    out = tmp_path / "run" / "pseudo_labels"
+    ids = _ids(synthetic_root, "val")
+    original = read_label_png(out / f"{ids[0]}.png")
+    Image.fromarray(np.zeros_like(original)).save(out / f"{ids[0]}.png")  # a "stale" label
+    second = read_label_png(out / f"{ids[1]}.png")
+    (out / f"{ids[1]}.png").unlink()  # as if killed before this one
+    again = run(_cfg(*args))
+    assert (again["written"], again["kept"]) == (1, len(ids) - 1)
+    assert (read_label_png(out / f"{ids[0]}.png") == 0).all()  # kept as it was
+    np.testing.assert_array_equal(read_label_png(out / f"{ids[1]}.png"), second)
+    assert again["mIoU_seam"] != pytest.approx(first["mIoU_seam"])  # the metrics read the kept (stale) file
+    redo = run(_cfg(*args, "overwrite=true"))
+    assert redo["written"] == len(ids)
+    np.testing.assert_array_equal(read_label_png(out / f"{ids[0]}.png"), original)
+    assert redo["mIoU_seam"] == pytest.approx(first["mIoU_seam"])
+
+
+def test_without_gt_writes_labels_and_no_miou(tmp_path, synthetic_root, scores_dir):
+    res = run(_cfg(tmp_path, synthetic_root, scores_dir, "split=val", f"gt_dir={tmp_path / 'nowhere'}"))
+    assert res["num_scored"] == 0 and "mIoU" not in res
+    assert len(list((tmp_path / "run" / "pseudo_labels").glob("*.png"))) == len(_ids(synthetic_root, "val"))
+
+
+def test_bad_inputs_name_the_file(tmp_path, synthetic_root, scores_dir):
+    ids = _ids(synthetic_root, "val")
+    broken = tmp_path / "scores"
+    shutil.copytree(scores_dir, broken)
+    (broken / f"{ids[2]}.npy").unlink()
+    with pytest.raises(FileNotFoundError, match=f"{ids[2]}.npy"):
+        run(_cfg(tmp_path, synthetic_root, broken, "split=val"))
+    shutil.copy(scores_dir / f"{ids[2]}.npy", broken / f"{ids[2]}.npy")
+    np.save(broken / f"{ids[3]}.npy", np.zeros((5, 64, 64), np.float32))
+    with pytest.raises(ValueError, match=f"{ids[3]}.npy.*expected a dict"):
+        run(_cfg(tmp_path, synthetic_root, broken, "split=val"))
+    save_score_dict(broken / f"{ids[3]}.npy", {0: np.zeros((32, 64), np.float32)})
+    with pytest.raises(ValueError, match=f"{ids[3]}.npy.*32x64"):
+        run(_cfg(tmp_path, synthetic_root, broken, "split=val", "overwrite=true"))
+    with pytest.raises(FileNotFoundError, match="split list 'nope' not found"):
+        run(_cfg(tmp_path, synthetic_root, scores_dir, "split=nope"))
+    blocker = tmp_path / "a_file"
+    blocker.write_text("x")
+    with pytest.raises(PermissionError, match="cannot be written"):
+        run(_cfg(tmp_path, synthetic_root, scores_dir, "split=val", f"out_dir={blocker / 'sub'}"))
+    with pytest.raises(FileNotFoundError, match="scores_dir"):
+        run(_cfg(tmp_path, synthetic_root, tmp_path / "missing", "split=val"))
+    with pytest.raises(ValueError, match="learned"):
+        run(_cfg(tmp_path, synthetic_root, scores_dir, "split=val", "bg.rule=learned"))
+
+
+def test_multirun_sweep_writes_separate_dirs(tmp_path, synthetic_root, scores_dir):
+    sweep = tmp_path / "sweep"
+    cmd = [sys.executable, "-m", "wsss.pseudo_label", "-m", f"scores_dir={scores_dir}",
+           f"dataset.root={synthetic_root}", "dataset.synthetic=null", "split=val", "workers=0", "progress=false",
+           "bg.threshold=0.1,0.4", f"hydra.sweep.dir={sweep}"]
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=240,
+                          env={**os.environ, "HYDRA_FULL_ERROR": "1"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    runs = [json.loads((sweep / str(n) / "metrics.json").read_text()) for n in (0, 1)]
+    assert [r["background"]["threshold"] for r in runs] == [0.1, 0.4]
+    assert [r["out_dir"] for r in runs] == [str(sweep / str(n) / "pseudo_labels") for n in (0, 1)]
+    assert runs[0]["mIoU_seam"] != runs[1]["mIoU_seam"]
+    assert proc.stdout.count("mIoU (SEAM") == 2
+    for n in (0, 1):
+        assert len(list((sweep / str(n) / "pseudo_labels").glob("*.png"))) == len(_ids(synthetic_root, "val"))
+
+
+def test_wandb_offline_logs_table_and_overlays(tmp_path, synthetic_root, scores_dir, monkeypatch):
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    run(_cfg(tmp_path, synthetic_root, scores_dir, "split=val", "logger=wandb", "overlay_count=3"))
+    media = list((tmp_path / "run" / "wandb").glob("offline-run-*/files/media"))
+    assert media, "no offline W&B run written"
+    assert list(media[0].glob("images/pseudo/overlays_*.png"))
+    assert list(media[0].glob("table/pseudo/per_class_*.table.json"))
