@@ -1,0 +1,142 @@
+"""RTC's official checkpoint: key layout import, wrong files refused, inference parity with the reference.
+
+Fixtures and how they were made: tests/fixtures/rtc/README.md.
+"""
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from wsss.checkpoints import rtc as rtc_ckpt
+from wsss.methods.rtc import RTCModule
+
+FIX = Path(__file__).parent / "fixtures" / "rtc"
+VOC_FEATURES = {"low": "conv3", "mid": "conv4", "high": "conv5", "final": "conv6"}
+MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+
+
+def _seeded_state_module():
+    spec = importlib.util.spec_from_file_location("rtc_seeded_state", FIX / "seeded_state.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def official_spec():
+    return [(e["name"], e["shape"], e["dtype"]) for e in json.loads((FIX / "keys.json").read_text())]
+
+
+def official_state(seed: int):
+    ref = np.load(FIX / "reference_cam.npz")
+    aff = {k.replace("__", "."): torch.from_numpy(ref[k]) for k in ref.files if k.startswith("_aff")}
+    return _seeded_state_module().seeded_state_dict(official_spec(), seed, aff)
+
+
+def voc_rtc(**kw) -> RTCModule:
+    return RTCModule(backbone={"name": "resnet38d"}, num_classes=21, features=VOC_FEATURES,
+                     bg={"rule": "threshold", "threshold": 0.17}, **kw)
+
+
+@pytest.fixture(scope="module")
+def imported():
+    torch.manual_seed(0)
+    model = voc_rtc()
+    seed = int(np.load(FIX / "reference_cam.npz")["seed"])
+    rtc_ckpt.load_official_state(model, official_state(seed), source="seeded fixture")
+    return model.eval()
+
+
+def test_keys_fixture_is_the_release_layout():
+    spec = official_spec()
+    assert len(spec) == 248
+    assert sum(d == "int64" for _, _, d in spec) == 37
+    assert sorted(n for n, _, _ in spec if n.startswith("_aff.")) == sorted(k for k in rtc_ckpt.DROPPED if "_aff" in k)
+
+
+def test_every_official_key_lands_in_the_model(imported):
+    """Strict: each wsss tensor equals the official tensor it was mapped from."""
+    state = official_state(0)
+    converted = rtc_ckpt.convert_official(state)
+    ours = imported.state_dict()
+    assert set(converted) == {k for k in ours if k.startswith(("backbone.", "head."))}
+    assert len(converted) == 248 - len(rtc_ckpt.DROPPED)
+    for key in ("backbone.b4_5.conv_branch2b1.weight", "head.seg_classifier.weight", "head.fcm_shallow.weight",
+                "backbone.bn7.running_var"):
+        assert torch.equal(ours[key], converted[key])
+
+
+def test_release_file_round_trip_with_module_prefix(tmp_path, imported):
+    """The release as saved (plain dict); a ``module.``-prefixed copy loads too."""
+    state = {"module." + k: v for k, v in official_state(1).items()}
+    path = tmp_path / "rtc_contrast_best.pth"
+    torch.save(state, path)
+    model = voc_rtc()
+    assert rtc_ckpt.load_official_into(model, path) == path
+    assert torch.equal(model.head.cam_classifier.weight, state["module.classifier1.weight"])
+
+
+def test_shape_mismatch_is_explained():
+    state = official_state(0)
+    model = RTCModule(backbone={"name": "resnet38d"}, num_classes=6, features=VOC_FEATURES)
+    with pytest.raises(ValueError, match="num_classes=21"):
+        rtc_ckpt.load_official_state(model, state)
+
+
+@pytest.mark.parametrize("obj, says", [
+    ({"embedding_model": {"a": torch.zeros(1)}, "prediction_model": {}}, "SPML"),
+    ({"conv1a.weight": torch.zeros(64, 3, 3, 3), "b2.conv_branch1.weight": torch.zeros(1), "bn7.weight": torch.zeros(1)},
+     "plain resnet38d"),
+    ({"state_dict": {}, "pytorch-lightning_version": "2.4", "wsss": {"method": "cam"}}, "method 'cam'"),
+    ({"conv1a.weight": torch.zeros(1), "b2.bn_branch2a.weight": torch.zeros(1), "fc8.weight": torch.zeros(1),
+      "f8_3.weight": torch.zeros(1), "f9.weight": torch.zeros(1)}, "SEAM"),
+])
+def test_wrong_method_checkpoint_is_refused(tmp_path, obj, says):
+    path = tmp_path / "other.pth"
+    torch.save(obj, path)
+    with pytest.raises(ValueError, match=says):
+        rtc_ckpt.load_official_into(voc_rtc(), path)
+
+
+def test_mxnet_params_is_refused(tmp_path):
+    path = tmp_path / "ilsvrc-cls_rna-a1_cls1000_ep-0001.params"
+    path.write_bytes(b"\x12\x01\x00\x00\x00\x00\x00\x00")
+    with pytest.raises(ValueError, match="backbone.weights"):
+        rtc_ckpt.read_official(path)
+
+
+def reference_inference(model: RTCModule, image: Image.Image, scales=(0.5, 1.0, 1.5, 2.0)) -> np.ndarray:
+    """contrast_infer.py's rule: PIL bicubic to (round(W*s), round(H*s)), ImageNet mean/std, + flip;
+    raw scores resized to the image (bilinear, align_corners=False), averaged over the 8 inputs."""
+    w, h = image.size
+    total, count = 0.0, 0
+    with torch.no_grad():
+        for s in scales:
+            arr = np.asarray(image.resize((round(w * s), round(h * s)), resample=Image.BICUBIC), np.float32) / 255.0
+            x = torch.from_numpy(((arr - MEAN) / STD).astype(np.float32).transpose(2, 0, 1))[None]
+            for flip in (False, True):
+                inp = x.flip(-1) if flip else x
+                raw = model.raw_scores(inp)
+                raw = raw.flip(-1) if flip else raw
+                total = total + F.interpolate(raw, size=(h, w), mode="bilinear", align_corners=False)[0]
+                count += 1
+    return (total / count).numpy()
+
+
+def test_parity_with_reference_contrast_infer(imported):
+    assert imported.score_aggregation == "mean"
+    image = Image.open(FIX / "image.png").convert("RGB")
+    ours = reference_inference(imported, image)
+    ref = np.load(FIX / "reference_cam.npz")["cams"]
+    assert ours.shape == ref.shape == (20, 31, 41)
+    assert np.abs(ours - ref).max() < 1e-4
+    # the reference's cam_pred PNG: argmax with a constant 0.17 background
+    scores = imported.finalize_scores(torch.from_numpy(ours)[None])[0].numpy()
+    pred = scores.argmax(0)
+    assert (pred == np.asarray(Image.open(FIX / "reference_cam_pred.png"))).mean() > 0.999
