@@ -114,3 +114,22 @@ def test_curve_scores_and_best():
     assert res[2]["mIoU_seam"] == pytest.approx((1 / 3) / 3, abs=1e-9)
     assert best_threshold_index([r["mIoU_seam"] for r in res]) == 1
     assert best_threshold_index([0.5, 0.7, 0.7]) == 1
+
+
+@pytest.mark.parametrize("thresholds", [
+    default_thresholds(),
+    [0.0, -0.0, 0.2, float(np.nextafter(np.float32(0.2), np.float32(1))), 0.2000001, -1e-30, 1e30],
+    list(np.linspace(-0.5, 1.5, 1001)),               # many thresholds per lookup bucket
+    [0.5],
+])
+def test_bins_equal_searchsorted(thresholds):
+    rng = np.random.default_rng(1)
+    curve = ThresholdCurve(thresholds, N)
+    t32 = np.sort(np.asarray(thresholds, np.float32))
+    special = np.array([0.0, -0.0, np.inf, -np.inf, 1e-45, -1e-45, 1e-38, np.float32(0.2),
+                        np.nextafter(np.float32(0.2), np.float32(0)), np.nextafter(np.float32(0.2), np.float32(1))],
+                       np.float32)
+    scores = np.concatenate([special, rng.normal(0.3, 0.5, 5000).astype(np.float32),
+                             (rng.integers(-60, 160, 5000) / 100).astype(np.float32),
+                             t32, np.nextafter(t32, np.float32(-np.inf)), np.nextafter(t32, np.float32(np.inf))])
+    np.testing.assert_array_equal(curve.bins(scores), np.searchsorted(t32, scores, side="left"))

@@ -52,10 +52,11 @@ def read_png_prediction(path: Path, gt: np.ndarray, num_classes: int) -> np.ndar
 def read_npy_prediction(path: Path, gt: np.ndarray, num_classes: int):
     """Best fg class and score per pixel of one score dict, validated against its GT."""
     scores = load_score_dict(path, shape=gt.shape, num_fg=num_classes - 1)
-    cls, score = best_foreground(scores, num_classes, gt.shape)
-    if np.isnan(score).any():
-        raise DataFormatError(f"{path}: score maps contain NaN; re-run inference (a NaN would win every argmax)")
-    return cls, score
+    for k, v in scores.items():
+        if np.isnan(v).any():
+            raise DataFormatError(f"{path}: the map of class index {k} contains NaN; re-run inference "
+                                  "(a NaN would win every argmax)")
+    return best_foreground(scores, num_classes, gt.shape)
 
 
 def predict_npy(path: Path, gt: np.ndarray, num_classes: int, threshold: float) -> np.ndarray:
@@ -202,6 +203,7 @@ def evaluate_dir(pred_dir, gt_dir, ids: Sequence[str], type: str = "png", num_cl
         best = best_threshold_index(seam)
         out["curve"] = {"thresholds": [float(t) for t in curve_thresholds], "mIoU_seam": seam,
                         "mIoU": [r["mIoU"] for r in per_t],
+                        "IoU_seam": [[r["IoU_seam"][n] for n in names] for r in per_t],
                         "best": {"index": best, "threshold": float(curve_thresholds[best]),
                                  "mIoU_seam": seam[best], "mIoU": per_t[best]["mIoU"]}}
     if threshold is not None:
