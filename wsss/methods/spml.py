@@ -1,0 +1,322 @@
+"""SPML: universal weakly supervised segmentation by pixel-to-segment contrastive learning.
+
+Ke, Hwang & Yu, ICLR 2021 (twke18/SPML). A DeepLab (ASPP, VOC) or PSPNet (DensePose) head turns
+backbone features into unit pixel embeddings; each image's embeddings are grouped into segments by
+spherical k-means from a grid, split by the over-segmentation and the weak labels
+(:mod:`wsss.models.segsort`); four contrastive relations between pixels and segments
+(:mod:`wsss.methods.spml_losses`) shape the embedding. A softmax classifier on the *detached*
+normalised embeddings is trained alongside (``spml/models/predictions/segsort_softmax.py``) and is
+what predicts: ``raw_scores`` are its class probabilities, background included (class 0).
+
+Every hyper-parameter and its source: ``docs/spml.md``.
+"""
+from __future__ import annotations
+
+import logging
+from typing import Dict, List, Mapping, Optional, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from wsss.methods.base import WSSSModule
+from wsss.methods.spml_losses import (image_similarity_loss, nearest_labelled_tags, segsort_loss,
+                                      set_segsort_loss)
+from wsss.data.supervision import SEGMENT_PAD
+from wsss.models.segsort import build_segments, l2_normalize, location_features, smoothed_colors
+
+log = logging.getLogger(__name__)
+IGNORE = 255
+
+DEFAULT_LOSSES = {
+    "sem_ann": {"weight": 1.0, "concentration": 6.0},
+    "sem_occ": {"weight": 0.5, "concentration": 12.0},
+    "img_sim": {"weight": 0.1, "concentration": 16.0, "features": "embedding_loc"},
+    "feat_aff": {"weight": 0.0, "concentration": 0.0, "threshold": 0.95},
+}
+
+
+class SummedASPP(nn.Module):
+    """DeepLab v2 ASPP as SPML builds it: four dilated 3x3 convs (6/12/18/24) with bias, summed,
+    no BN / ReLU. Keys ``aspp_{1..4}.0.{weight,bias}`` as in the official checkpoints."""
+
+    def __init__(self, in_channels: int, out_channels: int, rates: Sequence[int] = (6, 12, 18, 24)):
+        super().__init__()
+        self.rates = tuple(rates)
+        for i, r in enumerate(self.rates):
+            setattr(self, f"aspp_{i + 1}", nn.Sequential(nn.Conv2d(in_channels, out_channels, 3, 1, r, r)))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return sum(getattr(self, f"aspp_{i + 1}")(x) for i in range(len(self.rates)))
+
+
+class PyramidPooling(nn.Module):
+    """PSPNet pooling (bins 1/2/3/6, 1x1 conv-BN-ReLU each) + 3x3 fusion conv-BN-ReLU; SPML's keys."""
+
+    def __init__(self, in_channels: int, channels: int, bins: Sequence[int] = (1, 2, 3, 6)):
+        super().__init__()
+        self.bins = tuple(bins)
+        for i, b in enumerate(self.bins):
+            setattr(self, f"pspp_{i + 1}", nn.Sequential(
+                nn.AdaptiveAvgPool2d(b), nn.Conv2d(in_channels, channels, 1, bias=False),
+                nn.BatchNorm2d(channels), nn.ReLU(inplace=True)))
+        self.conv = nn.Sequential(nn.Conv2d(in_channels + channels * len(self.bins), channels, 3, 1, 1, bias=False),
+                                  nn.BatchNorm2d(channels), nn.ReLU(inplace=True))
+
+    def forward(self, x: Tensor) -> Tensor:
+        size = x.shape[-2:]
+        pooled = [F.interpolate(getattr(self, f"pspp_{i + 1}")(x), size=size, mode="bilinear", align_corners=False)
+                  for i in range(len(self.bins))]
+        return self.conv(torch.cat([x] + pooled, dim=1))
+
+
+def build_embedding_head(kind: str, in_channels: int, dim: int, channels: int = 512) -> nn.Module:
+    if kind == "aspp":
+        return SummedASPP(in_channels, dim)
+    if kind == "pspp":
+        return nn.Sequential(PyramidPooling(in_channels, channels), nn.Conv2d(channels, dim, 1))
+    raise ValueError(f"unknown SPML embedding head '{kind}'; use aspp (VOC) or pspp (DensePose)")
+
+
+def softmax_classifier(dim: int, num_classes: int, dropout: float) -> nn.Sequential:
+    """SPML's prediction head: 3x3 conv D->2D (no bias), BN, ReLU, dropout, 1x1 conv 2D->classes."""
+    return nn.Sequential(nn.Conv2d(dim, dim * 2, 3, 1, 1, bias=False), nn.BatchNorm2d(dim * 2), nn.ReLU(inplace=True),
+                         nn.Dropout(dropout), nn.Conv2d(dim * 2, num_classes, 1))
+
+
+class SPMLModule(WSSSModule):
+    """SPML on any registered backbone. See ``conf/method/spml.yaml`` for the arguments."""
+
+    method_name = "spml"
+
+    def __init__(self, backbone: Mapping, num_classes: int, class_names: Sequence[str] | None = None,
+                 bg: Mapping | None = None, optim: Mapping | None = None, scheduler: Mapping | None = None,
+                 eval_with_labels: bool = False, log_images: int = 4,
+                 head: str = "aspp", embedding_dim: int = 64, head_channels: int = 512, upsample: int = 2,
+                 dropout: float = 0.75, kmeans: Mapping | None = None, local_features: str = "location",
+                 loc_embedding_scale: Optional[float] = None, losses: Mapping | None = None,
+                 memory_bank_size: int = 2, trainable_backbone: Optional[Sequence[str]] = None,
+                 lr_mult: Mapping | None = None, warmup_steps: int = 100, weights: Optional[str] = None):
+        super().__init__(backbone=backbone, num_classes=num_classes, class_names=class_names,
+                         bg=bg or {"rule": "learned"}, optim=optim, scheduler=scheduler,
+                         eval_with_labels=eval_with_labels, log_images=log_images)
+        self.save_hyperparameters(ignore=["weights"])
+        self.head = build_embedding_head(head, self.backbone.out_channels, embedding_dim, head_channels)
+        self.classifier = softmax_classifier(embedding_dim, num_classes, dropout)
+        self.upsample = upsample
+        km = dict(kmeans or {})
+        self.num_clusters = list(km.get("num_clusters", [6, 6]))
+        self.kmeans_iterations = int(km.get("iterations", 10))
+        if local_features not in ("location", "location_color"):
+            raise ValueError("local_features must be 'location' (VOC) or 'location_color' (DensePose)")
+        self.local_features = local_features
+        self.loc_embedding_scale = loc_embedding_scale
+        self.loss_cfg = {k: dict(v) for k, v in DEFAULT_LOSSES.items()}
+        for k, v in (losses or {}).items():
+            if k not in self.loss_cfg:
+                raise ValueError(f"unknown SPML loss '{k}'; known: {sorted(self.loss_cfg)}")
+            self.loss_cfg[k].update(dict(v))
+        self.memory_bank_size = int(memory_bank_size)
+        self.trainable_backbone = list(trainable_backbone) if trainable_backbone else None
+        self.lr_mult = dict(lr_mult or {"backbone_weight": 1.0, "backbone_bias": 2.0, "head_weight": 10.0,
+                                        "head_bias": 20.0})
+        self.warmup_steps = int(warmup_steps)
+        self._memory: List[Dict[str, Tensor]] = []
+        self._batch_offset = 0
+        if self.trainable_backbone is not None:
+            for name, p in self.backbone.named_parameters():
+                if not any(name == t or name.startswith(t + ".") for t in self.trainable_backbone):
+                    p.requires_grad_(False)
+        if weights:
+            self.load_official(weights)
+
+    # ----- network ------------------------------------------------------------------------------
+    def embed(self, image: Tensor, size: Optional[Sequence[int]] = None) -> Tensor:
+        """Raw pixel embeddings: head(final feature), x``upsample`` bilinear (or to ``size``)."""
+        feats = self.backbone(image)
+        emb = self.head(feats[self.backbone.final_key])
+        if self.upsample and self.upsample != 1:
+            emb = F.interpolate(emb, scale_factor=self.upsample, mode="bilinear", align_corners=False)
+        if size is not None:
+            emb = F.interpolate(emb, size=tuple(size), mode="bilinear", align_corners=False)
+        return emb
+
+    def logits(self, embedding: Tensor) -> Tensor:
+        return self.classifier(l2_normalize(embedding, dim=1))
+
+    def raw_scores(self, image: Tensor) -> Tensor:
+        """Class probabilities (background first) at the input size, as the reference predicts:
+        embeddings resized to the input, normalised, then classified."""
+        return F.softmax(self.logits(self.embed(image, size=image.shape[-2:])), dim=1)
+
+    def finalize_scores(self, raw: Tensor) -> Tensor:
+        """Probabilities already include background; sums over scales/flips become their mean."""
+        return raw / raw.sum(dim=1, keepdim=True).clamp_min(1e-12)
+
+    # ----- training -----------------------------------------------------------------------------
+    def _local(self, image: Tensor, size) -> Tensor:
+        b = image.shape[0]
+        loc = location_features(size, image.device, image.dtype).expand(b, *size, 2)
+        if self.local_features == "location_color":
+            loc = torch.cat([loc, smoothed_colors(image, size)], dim=-1)
+        return loc
+
+    def _check_batch(self, batch: dict) -> None:
+        missing = [k for k in ("weak", "segments") if k not in batch]
+        if missing:
+            raise KeyError(
+                f"SPML needs per-pixel weak labels and an over-segmentation, but the batch has no {missing}. "
+                "Use supervision=scribble|point|box|tag with its loader; tag/box need CAMs "
+                "(supervision.loader.label_dir / cam_dir) and every type needs over-segmentation PNGs "
+                "(supervision.loader.segments_dir, VOC: hed/)")
+
+    def training_losses(self, batch: dict) -> Dict[str, Tensor]:
+        self._check_batch(batch)
+        image, weak, regions = batch["image"], batch["weak"].long(), batch["segments"].long()
+        c = self.num_classes
+        emb = self.embed(image)
+        size = emb.shape[-2:]
+        lab = F.interpolate(weak[:, None].float(), size=size, mode="nearest")[:, 0].long()
+        reg = F.interpolate(regions[:, None].float(), size=size, mode="nearest")[:, 0].long()
+        valid = reg != SEGMENT_PAD
+        sem = torch.where((lab >= c), torch.full_like(lab, c), lab)  # unlabelled -> c, still clustered
+        reg = torch.where(valid, reg, torch.zeros_like(reg))
+        with torch.autocast(device_type=image.device.type, enabled=False):
+            emb32 = emb.float()
+            segs = build_segments(emb32, sem, reg, valid, self.num_clusters, self.kmeans_iterations,
+                                  local=self._local(image.float(), size), loc_embedding_scale=self.loc_embedding_scale)
+            losses = self._contrastive_losses(segs, batch["cls"].float())
+        # softmax classifier on detached embeddings, full-resolution CE (unlabelled / padding ignored)
+        logits = F.interpolate(self.logits(emb.detach()), size=weak.shape[-2:], mode="bilinear", align_corners=False)
+        target = torch.where(weak >= c, torch.full_like(weak, IGNORE), weak)
+        ce = F.cross_entropy(logits.float(), target, ignore_index=IGNORE) if (target != IGNORE).any() \
+            else logits.sum() * 0.0
+        w_ann = self.loss_cfg["sem_ann"]["weight"]
+        out = {"sem_ann": (ce + losses.pop("sem_ann")) * w_ann}
+        for name, value in losses.items():
+            out[name] = value * self.loss_cfg[name]["weight"]
+        self._push_memory(segs, batch["cls"].float(), image.shape[0])
+        return out
+
+    def _contrastive_losses(self, segs, cls: Tensor) -> Dict[str, Tensor]:
+        c = self.num_classes
+        cfg = self.loss_cfg
+        tags = torch.cat([torch.zeros_like(cls[:, :1]), cls], dim=1)[:, 1:c]  # foreground tags (reference: [1:C])
+        protos, proto_labels = segs.prototype, segs.segment_label
+        proto_tags, proto_batch, proto_loc = tags[segs.segment_batch], segs.segment_batch, segs.prototype_loc
+        if self._memory:
+            protos = torch.cat([protos] + [m["prototype"] for m in self._memory])
+            proto_labels = torch.cat([proto_labels] + [m["label"] for m in self._memory])
+            proto_tags = torch.cat([proto_tags] + [m["tags"] for m in self._memory])
+            proto_batch = torch.cat([proto_batch] + [m["batch"] for m in self._memory])
+            proto_loc = torch.cat([proto_loc] + [m["prototype_loc"] for m in self._memory])
+        out: Dict[str, Tensor] = {}
+        # semantic annotation: labelled pixels vs labelled segments
+        pix_lab = segs.pixel_label < c
+        seg_lab = proto_labels < c
+        rank = torch.cumsum(seg_lab.long(), 0) - 1
+        out["sem_ann"] = segsort_loss(segs.embedding[pix_lab], rank[segs.pixel_segment[pix_lab]],
+                                      segs.pixel_label[pix_lab], protos[seg_lab], proto_labels[seg_lab],
+                                      cfg["sem_ann"]["concentration"])
+        if cfg["sem_occ"]["weight"]:
+            out["sem_occ"] = set_segsort_loss(segs.embedding, segs.pixel_segment, tags[segs.pixel_batch], protos,
+                                              proto_tags, cfg["sem_occ"]["concentration"])
+        if cfg["img_sim"]["weight"]:
+            with_loc = cfg["img_sim"].get("features", "embedding_loc") == "embedding_loc"
+            x = segs.embedding_loc if with_loc else segs.embedding
+            p = segs.prototype_loc if with_loc else segs.prototype
+            out["img_sim"] = image_similarity_loss(x, segs.pixel_segment, segs.pixel_batch, p, segs.segment_batch,
+                                                   segs.segment_region, cfg["img_sim"]["concentration"])
+        if cfg["feat_aff"]["weight"]:
+            aff_tags = nearest_labelled_tags(proto_loc, proto_labels, proto_batch, c,
+                                             cfg["feat_aff"].get("threshold", 0.95))
+            out["feat_aff"] = set_segsort_loss(segs.embedding, segs.pixel_segment, aff_tags[segs.pixel_segment],
+                                               protos, aff_tags, cfg["feat_aff"]["concentration"])
+        return out
+
+    @torch.no_grad()
+    def _push_memory(self, segs, cls: Tensor, batch_size: int) -> None:
+        """Keep the last ``memory_bank_size`` batches' prototypes (detached) as extra negatives/positives."""
+        if self.memory_bank_size <= 0:
+            return
+        c = self.num_classes
+        tags = torch.cat([torch.zeros_like(cls[:, :1]), cls], dim=1)[:, 1:c]
+        for m in self._memory:
+            m["batch"] = m["batch"] + batch_size  # keep memory images distinct from the current batch
+        self._memory.append({"prototype": segs.prototype.detach(), "label": segs.segment_label,
+                             "tags": tags[segs.segment_batch], "batch": segs.segment_batch + batch_size,
+                             "prototype_loc": segs.prototype_loc.detach()})
+        self._memory = self._memory[-self.memory_bank_size:]
+
+    # ----- optimisation -------------------------------------------------------------------------
+    def param_groups(self) -> List[dict]:
+        """SPML's groups: backbone weights x1 / biases x2 (no decay); head and classifier weights x10 /
+        biases x20 (no decay). BN affine parameters count as weights/biases, as in the reference."""
+        lr = self.optim_cfg["lr"]
+        m = self.lr_mult
+        groups = {k: [] for k in ("backbone_weight", "backbone_bias", "head_weight", "head_bias")}
+        for prefix, module in (("backbone", self.backbone), ("head", self.head), ("head", self.classifier)):
+            for name, p in module.named_parameters():
+                if p.requires_grad:
+                    groups[f"{prefix}_{'bias' if name.endswith('bias') else 'weight'}"].append(p)
+        out = []
+        for key, params in groups.items():
+            if params:
+                g = {"params": params, "lr": lr * m.get(key, 1.0)}
+                if key.endswith("bias"):
+                    g["weight_decay"] = 0.0
+                out.append(g)
+        return out
+
+    def configure_optimizers(self):
+        cfg = dict(self.optim_cfg)
+        lr = cfg.pop("lr")
+        cfg.pop("name", None)
+        cfg.pop("head_lr_mult", None)
+        opt = torch.optim.SGD(self.param_groups(), lr=lr, **cfg)
+        total = max(1, int(self.trainer.estimated_stepping_batches)) if self._trainer is not None else 1
+        power = float(self.sched_cfg.get("power", 0.9))
+        warm = self.warmup_steps
+
+        def factor(step: int) -> float:  # spml/utils/general/train.py:lr_poly
+            poly = max(0.0, 1.0 - min(step, total) / total) ** power
+            if step < warm:
+                a = step / warm
+                return min(0.1 * (1 - a) + a, poly)
+            return poly
+
+        return {"optimizer": opt,
+                "lr_scheduler": {"scheduler": torch.optim.lr_scheduler.LambdaLR(opt, factor), "interval": "step"}}
+
+    # ----- official checkpoints -----------------------------------------------------------------
+    def load_official(self, path: str) -> None:
+        """Load an SPML release (``{'embedding_model', 'prediction_model'}``, file or snapshot dir)."""
+        from wsss.checkpoints.spml import load_official_into
+
+        load_official_into(self, path)
+
+    # ----- reference inference ------------------------------------------------------------------
+    @torch.no_grad()
+    def predict_reference(self, image: np.ndarray, image_size: int = 512, crop_size: int = 512,
+                          mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225)) -> np.ndarray:
+        """``inference_softmax.py``: longer side to ``image_size`` (cv2 bilinear on the normalised image),
+        zero padding bottom/right to ``crop_size``, one forward, argmax, crop, nearest resize back.
+
+        ``image``: HxWx3 uint8 RGB. Returns HxW uint8 labels.
+        """
+        import cv2
+
+        h, w = image.shape[:2]
+        x = (image.astype(np.float32) / 255.0 - np.asarray(mean, np.float32)) / np.asarray(std, np.float32)
+        if image_size > 0:
+            ratio = min(float(image_size) / h, float(image_size) / w)
+            x = cv2.resize(x, (int(ratio * w), int(ratio * h)), interpolation=cv2.INTER_LINEAR)
+        rh, rw = x.shape[:2]
+        ph, pw = max(rh, crop_size), max(rw, crop_size)
+        pad = np.zeros((ph, pw, 3), np.float32)
+        pad[:rh, :rw] = x
+        t = torch.from_numpy(pad.transpose(2, 0, 1)).unsqueeze(0).to(self.device)
+        logits = self.logits(self.embed(t, size=t.shape[-2:]))
+        pred = logits.argmax(1)[0, :rh, :rw].cpu().numpy().astype(np.uint8)
+        return cv2.resize(pred, (w, h), interpolation=cv2.INTER_NEAREST)
