@@ -247,3 +247,20 @@ def test_cli_curve_writes_json_plots_csv(data, tmp_path):
         assert (out.parent / f"m{suffix}").stat().st_size > 0
     lines = (out.parent / "m_per_class.csv").read_text().splitlines()
     assert lines[0] == "class,IoU,IoU_seam,precision,recall" and len(lines) == 22
+
+
+def test_matches_numbers_from_seams_own_script():
+    """tests/fixtures/evaluate: outputs of the unmodified SEAM evaluation.py (see its README)."""
+    fx = REPO / "tests" / "fixtures" / "evaluate"
+    expected = json.loads((fx / "seam_expected.json").read_text())
+    ids = (fx / "list.txt").read_text().split()
+    res = evaluate_dir(fx / "pred", fx / "gt", ids, "png", N, NAMES)
+    assert abs(100 * res["mIoU_seam"] - expected["png"]["mIoU"]) < 1e-4  # percent: 1e-6 as a fraction
+    for name in NAMES:
+        assert abs(100 * res["IoU_seam"][name] - expected["png"][name]) < 1e-4
+    ts = [e["threshold"] for e in expected["npy_curve"]]
+    res = evaluate_dir(fx / "scores", fx / "gt", ids, "npy", N, NAMES, curve_thresholds=ts)
+    np.testing.assert_allclose(100 * np.asarray(res["curve"]["mIoU_seam"]),
+                               [e["mIoU"] for e in expected["npy_curve"]], atol=1e-4, rtol=0)
+    np.testing.assert_allclose(100 * np.asarray(res["curve"]["IoU_seam"]),
+                               [[e[n] for n in NAMES] for e in expected["npy_curve"]], atol=1e-4, rtol=0)
