@@ -47,8 +47,19 @@ def image_affinity(image: torch.Tensor, dilations: Sequence[int], w2: float = 0.
 
 
 def propagate(masks: torch.Tensor, affinity: torch.Tensor, dilations: Sequence[int], num_iter: int) -> torch.Tensor:
+    """``num_iter`` times: each pixel becomes the affinity-weighted sum of its neighbours (accumulated
+    shift by shift rather than materialising the ``P``-fold neighbour stack)."""
+    h, w = masks.shape[-2:]
+    weights = affinity[:, 0]  # B x P x H x W
     for _ in range(num_iter):
-        masks = (dilated_neighbours(masks, dilations) * affinity).sum(2)
+        acc = torch.zeros_like(masks)
+        j = 0
+        for d in dilations:
+            p = F.pad(masks, [d] * 4, mode="replicate")
+            for dy, dx in _OFFSETS:
+                acc.addcmul_(p[..., d + dy * d: d + dy * d + h, d + dx * d: d + dx * d + w], weights[:, j:j + 1])
+                j += 1
+        masks = acc
     return masks
 
 
