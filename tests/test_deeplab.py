@@ -58,3 +58,39 @@ def test_missing_masks_explain_the_fix(tmp_path):
     model = build_method(cfg)
     with pytest.raises(KeyError, match="pseudo_label_dir"):
         model.training_losses({"image": torch.randn(1, 3, 32, 32), "cls": torch.zeros(1, 5)})
+
+
+def test_deeplabv2_recipe_reproduces_the_rtc_hsc_network(tmp_path):
+    """experiment=deeplabv2_voc + the official-checkpoint importer == Yude Wang's deeplabv2 (RTC / HSC), to 1e-4."""
+    import importlib.util
+    import json
+    from pathlib import Path
+
+    from wsss.checkpoints.deeplab import load_deeplabv2_release
+    from wsss.checkpoints.imagenet import WeightsFormatError
+
+    fix_dir = Path(__file__).parent / "fixtures" / "backbones"
+    spec = importlib.util.spec_from_file_location("seeded", fix_dir / "seeded.py")
+    seeded = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(seeded)
+    entries = json.loads((fix_dir / "deeplabv2_yude_keys.json").read_text())
+    fix = np.load(fix_dir / "deeplabv2_yude_parity.npz")
+    template = {e["name"]: torch.zeros(e["shape"], dtype=getattr(torch, e["dtype"])) for e in entries}
+    official = seeded.seeded_state_dict(template, int(fix["seed"]))
+    path = tmp_path / "deeplabv2_resnet101_VOCDataset_itr20000_all.pth"
+    torch.save({"module." + k: v for k, v in official.items()}, path)
+
+    cfg = compose_train_cfg(tmp_path, None, ["experiment=deeplabv2_voc", "dataset.root=/nonexistent",
+                                             "dataset.pseudo_label_dir=/nonexistent"])
+    model = build_method(cfg)
+    load_deeplabv2_release(model, path)
+    model.eval()
+    x = torch.from_numpy(fix["input"])
+    with torch.no_grad():
+        logits = model.logits(x).double()
+    np.testing.assert_allclose(logits.mean(dim=(2, 3)).numpy(), fix["logits__mean"], rtol=0, atol=1e-4)
+    np.testing.assert_allclose(logits[:, :, ::3, ::3].float().numpy(), fix["logits__sub"], rtol=0, atol=1e-4)
+
+    torch.save({"conv1a.weight": torch.zeros(64, 3, 3, 3)}, tmp_path / "r38.pth")
+    with pytest.raises(WeightsFormatError, match=r"r38\.pth: not a DeepLab v2.*ResNet-38"):
+        load_deeplabv2_release(model, tmp_path / "r38.pth")
