@@ -129,10 +129,14 @@ def reference_inference(model: RTCModule, image: Image.Image, scales=(0.5, 1.0, 
     return (total / count).numpy()
 
 
-def test_parity_with_reference_contrast_infer(imported):
+@pytest.fixture(scope="module")
+def ours_cams(imported):
+    return reference_inference(imported, Image.open(FIX / "image.png").convert("RGB"))
+
+
+def test_parity_with_reference_contrast_infer(imported, ours_cams):
     assert imported.score_aggregation == "mean"
-    image = Image.open(FIX / "image.png").convert("RGB")
-    ours = reference_inference(imported, image)
+    ours = ours_cams
     ref = np.load(FIX / "reference_cam.npz")["cams"]
     assert ours.shape == ref.shape == (20, 31, 41)
     assert np.abs(ours - ref).max() < 1e-4
@@ -140,3 +144,12 @@ def test_parity_with_reference_contrast_infer(imported):
     scores = imported.finalize_scores(torch.from_numpy(ours)[None])[0].numpy()
     pred = scores.argmax(0)
     assert (pred == np.asarray(Image.open(FIX / "reference_cam_pred.png"))).mean() > 0.999
+
+
+def test_crf_preset_rtc_reproduces_the_reference_crf_png(ours_cams):
+    """`crf=rtc` on wsss's scores of the imported model gives the reference's --out_crf PNG."""
+    from wsss.postprocess.crf import load_preset, refine
+
+    image = np.asarray(Image.open(FIX / "image.png").convert("RGB"))
+    labels = refine(image, ours_cams, list(range(20)), load_preset("rtc"), num_classes=21)
+    assert np.array_equal(labels, np.asarray(Image.open(FIX / "reference_crf.png")))
