@@ -116,3 +116,21 @@ def test_rtc_learns_on_the_synthetic_set(tmp_path, synthetic_root, one_thread):
         "trainer.check_val_every_n_epoch=25", "dataset.train_transforms=[{name:HorizontalFlip,p:0.5}]"] + common)
     metrics = fit(cfg)
     assert metrics["mIoU"] > start + 0.05, (metrics["mIoU"], start)
+
+
+def test_voc_recipe_builds_the_reference_optimiser(tmp_path):
+    """experiment=rtc_voc: resnet38d levels conv3..conv6, frozen stem/b2*, lr groups 1/2/10/20 x 0.01, biases
+    without decay, SGD momentum 5e-4 (the reference PolyOptimizer's quirk), 8 epochs."""
+    cfg = compose_train_cfg(tmp_path, None, ["experiment=rtc_voc", "dataset.root=/nonexistent"])
+    assert cfg.trainer.max_epochs == 8 and cfg.dataset.batch_size == 8 and cfg.dataset.crop_size == 448
+    model = build_method(cfg)
+    assert model.levels == VOC_FEATURES and model.view2_size == 128 and model.seg_start_epoch == 7
+    groups = model.param_groups()
+    assert [g["lr"] for g in groups] == pytest.approx([0.01, 0.1, 0.2])  # no trainable backbone biases in resnet38d
+    assert [g["weight_decay"] for g in groups] == [5e-4, 5e-4, 0.0]
+    assert all(not p.requires_grad for n, p in model.named_parameters() if n.startswith(("backbone.conv1a", "backbone.b2")))
+    assert model.optim_cfg["momentum"] == 5e-4
+    n_head = sum(p.numel() for p in model.head.parameters())
+    assert n_head == sum(p.numel() for k, p in official_state(0).items()
+                         if not k.startswith(("conv1a", "b", "_aff", "fc8.")) and p.dtype == torch.float32
+                         and "running" not in k)

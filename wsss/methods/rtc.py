@@ -186,6 +186,7 @@ class RTCModule(WSSSModule):
             raise ValueError(f"method.loss_weights: unknown terms {sorted(unknown)}; RTC has {sorted(lw)}")
         lw.update(loss_weights or {})
         self.loss_weights = lw
+        self.train()  # applies the backbone's freezing (frozen BN affine) before optimiser groups are built
         if weights:
             from wsss.checkpoints.rtc import load_official_into
 
