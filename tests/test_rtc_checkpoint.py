@@ -80,6 +80,9 @@ def test_release_file_round_trip_with_module_prefix(tmp_path, imported):
     model = voc_rtc()
     assert rtc_ckpt.load_official_into(model, path) == path
     assert torch.equal(model.head.cam_classifier.weight, state["module.classifier1.weight"])
+    started = voc_rtc(weights=str(path))  # method.weights=...: start training from the release
+    assert torch.equal(started.backbone.b7.conv_branch2b2.weight, state["module.b7.conv_branch2b2.weight"])
+    assert "weights" not in started.hparams
 
 
 def test_shape_mismatch_is_explained():

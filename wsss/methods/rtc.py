@@ -167,7 +167,8 @@ class RTCModule(WSSSModule):
                  loss_weights: Optional[Mapping[str, float]] = None, bias_lr_mult: float = 2.0,
                  weights: Optional[str] = None, **kwargs):
         super().__init__(*args, **kwargs)
-        self.save_hyperparameters()
+        # the official file is only a starting point: a Lightning checkpoint reloads without it
+        self.save_hyperparameters(ignore=["weights"])
         self.levels = pick_levels(self.backbone, features)
         channels = {k: self.backbone.channels[v] for k, v in self.levels.items()}
         self.head = RTCHead(channels, self.num_classes, **dict(head or {}))
