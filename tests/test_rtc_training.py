@@ -104,7 +104,7 @@ def test_max_onehot_keeps_ties_and_background():
 
 def test_rtc_learns_on_the_synthetic_set(tmp_path, synthetic_root, one_thread):
     """`method=rtc` on the synthetic set (64-px crops to keep it short): val mIoU well above what the
-    untrained CAM baseline scores (~0.11-0.13 on this set; RTC reaches ~0.2-0.4 after 25 epochs)."""
+    untrained CAM baseline scores (0.107 with seed 0; RTC measured 0.23-0.32 in repeated runs of this test)."""
     common = ["dataset.num_workers=0", "dataset.batch_size=8", "logger=none", "trainer.enable_progress_bar=false"]
     cam_cfg = compose_train_cfg(tmp_path / "cam", synthetic_root, ["method=cam"] + common)
     pl.seed_everything(0)
