@@ -74,7 +74,7 @@ def cross_view_prototypes(cam1: torch.Tensor, cam2: torch.Tensor, fea1: torch.Te
     """
     n, k_cls, h, w = cam1.shape
     d = fea1.shape[1]
-    k = h * w // top_divisor
+    k = max(1, h * w // top_divisor)  # reference: h*w//8 (>= 32 at its 16x16 size)
     f1 = fea1.permute(0, 2, 3, 1).reshape(-1, d)
     f2 = fea2.permute(0, 2, 3, 1).reshape(-1, d)
     present = label.sum(0) > 0
