@@ -39,7 +39,10 @@ SEGMENT_PAD = 255
 
 
 def _root(layout) -> Path:
-    return Path(getattr(layout, "root", layout))
+    """The data root of a layout object (``.root``) or a plain path."""
+    if isinstance(layout, (str, Path)):
+        return Path(layout)
+    return Path(layout.root)
 
 
 def _resolve(layout, folder: str) -> Path:
