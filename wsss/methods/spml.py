@@ -173,9 +173,14 @@ class SPMLModule(WSSSModule):
 
     def training_losses(self, batch: dict) -> Dict[str, Tensor]:
         self._check_batch(batch)
-        image, weak, regions = batch["image"], batch["weak"].long(), batch["segments"].long()
+        image = batch["image"]
+        return self.losses_from_embedding(self.embed(image), image, batch["weak"].long(), batch["segments"].long(),
+                                          batch["cls"].float())
+
+    def losses_from_embedding(self, emb: Tensor, image: Tensor, weak: Tensor, regions: Tensor,
+                              cls: Tensor) -> Dict[str, Tensor]:
+        """Everything after the network: segments, the contrastive relations, the classifier's CE."""
         c = self.num_classes
-        emb = self.embed(image)
         size = emb.shape[-2:]
         lab = F.interpolate(weak[:, None].float(), size=size, mode="nearest")[:, 0].long()
         reg = F.interpolate(regions[:, None].float(), size=size, mode="nearest")[:, 0].long()
@@ -186,7 +191,7 @@ class SPMLModule(WSSSModule):
             emb32 = emb.float()
             segs = build_segments(emb32, sem, reg, valid, self.num_clusters, self.kmeans_iterations,
                                   local=self._local(image.float(), size), loc_embedding_scale=self.loc_embedding_scale)
-            losses = self._contrastive_losses(segs, batch["cls"].float())
+            losses = self._contrastive_losses(segs, cls)
         # softmax classifier on detached embeddings, full-resolution CE (unlabelled / padding ignored)
         logits = F.interpolate(self.logits(emb.detach()), size=weak.shape[-2:], mode="bilinear", align_corners=False)
         target = torch.where(weak >= c, torch.full_like(weak, IGNORE), weak)
@@ -196,7 +201,7 @@ class SPMLModule(WSSSModule):
         out = {"sem_ann": (ce + losses.pop("sem_ann")) * w_ann}
         for name, value in losses.items():
             out[name] = value * self.loss_cfg[name]["weight"]
-        self._push_memory(segs, batch["cls"].float(), image.shape[0])
+        self._push_memory(segs, cls, image.shape[0])
         return out
 
     def _contrastive_losses(self, segs, cls: Tensor) -> Dict[str, Tensor]:
