@@ -110,3 +110,39 @@ def test_grid_and_segments_match_a_per_image_loop():
     # prototypes are the mean directions of their members
     k0 = segs.pixel_segment == 0
     assert torch.allclose(segs.prototype[0], l2_normalize(segs.embedding[k0].sum(0)), atol=1e-6)
+
+
+def test_scores_are_probabilities_and_missing_inputs_are_explained():
+    from wsss.methods.spml import SPMLModule
+
+    model = SPMLModule(backbone={"name": "tiny"}, num_classes=4, upsample=1).eval()
+    image = torch.randn(2, 3, 40, 48)
+    with torch.no_grad():
+        s = model.scores(image)
+        raw = model.raw_scores(image)
+    assert s.shape == (2, 4, 40, 48)
+    assert torch.allclose(s.sum(1), torch.ones(2, 40, 48), atol=1e-5)
+    # multi-scale/flip inference sums raw scores; finalize turns the sum back into a mean
+    assert torch.allclose(model.finalize_scores(raw + raw.flip(-1).flip(-1)), raw, atol=1e-6)
+    with pytest.raises(KeyError, match="over-segmentation"):
+        model.training_losses({"image": image, "cls": torch.zeros(2, 3), "weak": torch.zeros(2, 40, 48)})
+
+
+def test_memory_bank_keeps_last_batches_and_lr_groups():
+    from wsss.methods.spml import SPMLModule
+
+    model = SPMLModule(backbone={"name": "tiny"}, num_classes=4, upsample=1, memory_bank_size=2,
+                       kmeans={"num_clusters": [2, 2], "iterations": 2})
+    batch = {"image": torch.randn(2, 3, 32, 32), "cls": torch.tensor([[1.0, 0, 0], [0, 1.0, 0]]),
+             "weak": torch.full((2, 32, 32), 255), "segments": torch.zeros(2, 32, 32, dtype=torch.long)}
+    batch["weak"][0, :8] = 1
+    batch["weak"][1, :8] = 2
+    for _ in range(3):
+        losses = model.training_losses(batch)
+    assert len(model._memory) == 2 and set(losses) == {"sem_ann", "sem_occ", "img_sim"}
+    assert all(torch.isfinite(v) for v in losses.values())
+    assert int(model._memory[0]["batch"].min()) >= 4  # older batches get larger image ids
+    groups = model.param_groups()
+    lrs = sorted(g["lr"] / model.optim_cfg["lr"] for g in groups)
+    assert lrs == [1.0, 2.0, 10.0, 20.0]
+    assert all(g.get("weight_decay", None) == 0.0 for g in groups if g["lr"] / model.optim_cfg["lr"] in (2.0, 20.0))
