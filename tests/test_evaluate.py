@@ -264,3 +264,28 @@ def test_matches_numbers_from_seams_own_script():
                                [e["mIoU"] for e in expected["npy_curve"]], atol=1e-4, rtol=0)
     np.testing.assert_allclose(100 * np.asarray(res["curve"]["IoU_seam"]),
                                [[e[n] for n in NAMES] for e in expected["npy_curve"]], atol=1e-4, rtol=0)
+
+
+def test_wandb_offline_logging(data, tmp_path, monkeypatch):
+    """logger=wandb: curve, per-class table and overlay grid go to an offline W&B run."""
+    pytest.importorskip("wandb")
+    root, ids, gt_dir, npy_dir, _ = data
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    logger = {"wandb": {"_target_": "pytorch_lightning.loggers.WandbLogger", "project": "wsss-test",
+                        "save_dir": str(tmp_path), "offline": True}}
+    res = run(_cfg(pred_dir=str(npy_dir), gt_dir=str(gt_dir), list=str(root / "list.txt"), type="npy",
+                   curve=True, curve_thresholds=[0.1, 0.2, 0.3], out=str(tmp_path / "m.json"),
+                   logger=logger, overlay_count=3))
+    runs = list((tmp_path / "wandb").glob("offline-run-*"))
+    assert len(runs) == 1 and list(runs[0].glob("run-*.wandb"))
+    assert res["curve"]["thresholds"] == [0.1, 0.2, 0.3]
+
+
+def test_overlay_examples_shape(data):
+    from wsss.evaluate import overlay_examples
+
+    root, ids, gt_dir, npy_dir, _ = data
+    res = evaluate_dir(npy_dir, gt_dir, ids, "npy", N, NAMES, threshold=0.2)
+    grid = overlay_examples(res, ids, None, 2)
+    assert grid.dtype == np.uint8 and grid.shape[0] == 2 * 160 + 4 and grid.shape[2] == 3
