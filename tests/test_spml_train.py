@@ -11,7 +11,7 @@ from wsss.data.supervision import SUPERVISIONS
 from wsss.data.voc import VOCDataModule
 from wsss.methods.spml import SPMLModule
 
-EPOCHS = {"box": 10, "tag": 10}
+EPOCHS = {"box": 10, "tag": 10, "point": 10}
 NAMES = ["background", "aeroplane", "bicycle", "bird", "boat", "bottle"]
 
 
