@@ -221,12 +221,15 @@ class SPMLModule(WSSSModule):
         pix_lab = segs.pixel_label < c
         seg_lab = proto_labels < c
         rank = torch.cumsum(seg_lab.long(), 0) - 1
+        # one pixel-prototype cosine matrix serves both relations (they differ in subsets and concentration)
+        cosine = torch.mm(segs.embedding, protos.t()) if cfg["sem_occ"]["weight"] else None
         out["sem_ann"] = segsort_loss(segs.embedding[pix_lab], rank[segs.pixel_segment[pix_lab]],
                                       segs.pixel_label[pix_lab], protos[seg_lab], proto_labels[seg_lab],
-                                      cfg["sem_ann"]["concentration"])
+                                      cfg["sem_ann"]["concentration"],
+                                      cosine=None if cosine is None else cosine[pix_lab][:, seg_lab])
         if cfg["sem_occ"]["weight"]:
             out["sem_occ"] = set_segsort_loss(segs.embedding, segs.pixel_segment, tags[segs.pixel_batch], protos,
-                                              proto_tags, cfg["sem_occ"]["concentration"])
+                                              proto_tags, cfg["sem_occ"]["concentration"], cosine=cosine)
         if cfg["img_sim"]["weight"]:
             with_loc = cfg["img_sim"].get("features", "embedding_loc") == "embedding_loc"
             x = segs.embedding_loc if with_loc else segs.embedding

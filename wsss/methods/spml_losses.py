@@ -46,15 +46,17 @@ def _own_similarity(x: Tensor, prototypes: Tensor, own: Tensor, concentration: f
 
 
 def segsort_loss(x: Tensor, own: Tensor, labels: Tensor, prototypes: Tensor, prototype_labels: Tensor,
-                 concentration: float) -> Tensor:
+                 concentration: float, cosine: Optional[Tensor] = None) -> Tensor:
     """Single-label relation: pixels and prototypes are "same" when their labels are equal.
+
+    ``cosine`` (optional): the precomputed ``x @ prototypes.T``, shared between relations.
 
     The N x M similarity matrix is reduced per label with one matmul (sim @ one-hot), so no
     N x M mask is ever built.
     """
     if x.shape[0] == 0 or prototypes.shape[0] == 0:
         return x.sum() * 0.0
-    sim = _similarities(x, prototypes, concentration)
+    sim = _similarities(x, prototypes, concentration) if cosine is None else (cosine * concentration).exp()
     values, proto_idx = torch.unique(prototype_labels, return_inverse=True)
     onehot = torch.zeros(prototypes.shape[0], values.numel(), dtype=sim.dtype, device=sim.device)
     onehot[torch.arange(prototypes.shape[0], device=sim.device), proto_idx] = 1.0
@@ -67,7 +69,7 @@ def segsort_loss(x: Tensor, own: Tensor, labels: Tensor, prototypes: Tensor, pro
 
 
 def set_segsort_loss(x: Tensor, own: Tensor, tags: Tensor, prototypes: Tensor, prototype_tags: Tensor,
-                     concentration: float) -> Tensor:
+                     concentration: float, cosine: Optional[Tensor] = None) -> Tensor:
     """Multi-label relation: "same" when the multi-hot tag sets share a class.
 
     Tag sets repeat (one per image or per class), so similarities are summed per distinct
@@ -75,7 +77,7 @@ def set_segsort_loss(x: Tensor, own: Tensor, tags: Tensor, prototypes: Tensor, p
     """
     if x.shape[0] == 0 or prototypes.shape[0] == 0:
         return x.sum() * 0.0
-    sim = _similarities(x, prototypes, concentration)
+    sim = _similarities(x, prototypes, concentration) if cosine is None else (cosine * concentration).exp()
     proto_sets, proto_idx = torch.unique(prototype_tags.float(), dim=0, return_inverse=True)
     pix_sets, pix_idx = torch.unique(tags.float(), dim=0, return_inverse=True)
     onehot = torch.zeros(prototypes.shape[0], proto_sets.shape[0], dtype=sim.dtype, device=sim.device)
