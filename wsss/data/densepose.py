@@ -156,8 +156,10 @@ class DensePoseDataModule(pl.LightningDataModule):
                  val_batch_size: int = 1, num_workers: int = 4, train_transforms: Sequence[Mapping] | None = None,
                  val_transforms: Sequence[Mapping] | None = None, point_dilation: int = 1, flip_prob: float = 0.5,
                  synthetic: Mapping | None = None, supervision=None, layout: Mapping | None = None,
-                 mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD):
+                 mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD,
+                 crop_size: int | None = None):
         super().__init__()
+        self.crop_size = crop_size  # referenced by the transform list in conf/dataset/densepose.yaml
         self.root, self.num_classes, self.class_names = root, num_classes, list(class_names)
         self.train_split, self.val_split = train_split, val_split
         self.batch_size, self.val_batch_size, self.num_workers = batch_size, val_batch_size, num_workers
