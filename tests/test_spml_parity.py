@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from wsss.checkpoints.spml import convert_official, find_checkpoint_file, read_official
+from wsss.checkpoints.spml import find_checkpoint_file, read_official
 from wsss.methods.spml import SPMLModule
 
 FIX = Path(__file__).parent / "fixtures" / "spml"

@@ -41,7 +41,6 @@ import argparse
 import sys
 import time
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from types import SimpleNamespace as NS
