@@ -11,7 +11,8 @@ Pool start-up is included in the timings (it is part of what a user waits for).
 Measured 2026-11-23 on the 2-core dev VM (AMD EPYC, shared with other jobs, best of 2, 16 images):
 seam: reference 4.00 img/s, workers=1 4.01 img/s (1.00x), workers=2 6.54 img/s (1.63x), identical maps.
 rtc (21 labels, ~5x the work): reference 0.85 img/s, workers=1 0.86 img/s (1.01x), workers=2
-0.75-1.10 img/s depending on the other jobs' load; two independent processes reach ~1.8x one.
+0.6-1.1 img/s (1.05-1.28x) in runs where other jobs took CPU at the same time; no quiet run was had.
+Two independent SEAM-loop processes reach ~1.8x one on this VM, the ceiling for 2 workers.
 """
 from __future__ import annotations
 
