@@ -34,8 +34,10 @@ def build_method(cfg: DictConfig) -> pl.LightningModule:
     return instantiate(cfg.method, _convert_="all")
 
 
-def build_callbacks(cfg: DictConfig) -> List[pl.Callback]:
+def build_callbacks(cfg: DictConfig, has_logger: bool = True) -> List[pl.Callback]:
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
+    if not has_logger:  # Lightning refuses an LR monitor without a logger
+        callbacks = [c for c in callbacks if not isinstance(c, pl.callbacks.LearningRateMonitor)]
     if any(name == "wandb" for name in (cfg.get("logger") or {})):
         from wsss.logging_utils import WandbValidationImages
 
@@ -49,7 +51,8 @@ def build_loggers(cfg: DictConfig) -> list:
 
 def build_trainer(cfg: DictConfig, **overrides) -> pl.Trainer:
     loggers = build_loggers(cfg)
-    return instantiate(cfg.trainer, callbacks=build_callbacks(cfg), logger=loggers or False, **overrides)
+    return instantiate(cfg.trainer, callbacks=build_callbacks(cfg, bool(loggers)), logger=loggers or False,
+                       **overrides)
 
 
 def _import(target: str):

@@ -7,6 +7,7 @@ Every writer is atomic (temp file + rename) so killed jobs leave no half files.
 """
 from __future__ import annotations
 
+import functools
 import os
 import pickle
 import tempfile
@@ -30,6 +31,11 @@ class DataFormatError(ValueError):
 
 def voc_palette() -> List[int]:
     """The 256-entry PASCAL VOC colour map (bit-interleaved), flat RGB list."""
+    return list(_voc_palette())
+
+
+@functools.lru_cache(maxsize=None)
+def _voc_palette() -> tuple:
     palette = []
     for index in range(256):
         r = g = b = 0
@@ -40,7 +46,7 @@ def voc_palette() -> List[int]:
             b |= ((c >> 2) & 1) << shift
             c >>= 3
         palette.extend((r, g, b))
-    return palette
+    return tuple(palette)
 
 
 def _atomic_target(path: Path):
