@@ -156,3 +156,33 @@ def test_crf_preset_rtc_reproduces_the_reference_crf_png(ours_cams):
     image = np.asarray(Image.open(FIX / "image.png").convert("RGB"))
     labels = refine(image, ours_cams, list(range(20)), load_preset("rtc"), num_classes=21)
     assert np.array_equal(labels, np.asarray(Image.open(FIX / "reference_crf.png")))
+
+
+def test_infer_cli_with_the_release_file_writes_the_reference_outputs(tmp_path):
+    """`python -m wsss.infer method=rtc ckpt=rtc_contrast_best.pth ...` on a VOC-layout folder: the CAM dict,
+    CAM PNG and CRF PNG equal what the unchanged reference contrast_infer.py wrote for the same weights."""
+    import subprocess
+    import sys
+
+    seed = int(np.load(FIX / "reference_cam.npz")["seed"])
+    ckpt = tmp_path / "rtc_contrast_best.pth"
+    torch.save(official_state(seed), ckpt)
+    root = tmp_path / "VOC2012"
+    (root / "JPEGImages").mkdir(parents=True)
+    (root / "ImageSets" / "Segmentation").mkdir(parents=True)
+    (root / "JPEGImages" / "2007_000032.jpg").write_bytes((FIX / "image.png").read_bytes())
+    (root / "ImageSets" / "Segmentation" / "val.txt").write_text("2007_000032\n")
+    out = tmp_path / "out"
+    proc = subprocess.run([sys.executable, "-m", "wsss.infer", "method=rtc", f"ckpt={ckpt}", f"dataset.root={root}",
+                           "split=val", f"out_dir={out}", f"hydra.run.dir={tmp_path / 'run'}", "workers=1",
+                           "loader_workers=0", "device=cpu"],
+                          cwd=Path(__file__).parents[1], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    cams = np.load(out / "scores" / "2007_000032.npy", allow_pickle=True).item()
+    ref = np.load(FIX / "reference_cam.npz")["cams"]
+    assert sorted(cams) == list(range(20))  # the reference saves every class
+    assert np.abs(np.stack([cams[k] for k in range(20)]) - ref).max() < 1e-4
+    pred = np.asarray(Image.open(out / "pred" / "2007_000032.png"))
+    assert (pred == np.asarray(Image.open(FIX / "reference_cam_pred.png"))).mean() > 0.999
+    assert np.array_equal(np.asarray(Image.open(out / "crf" / "2007_000032.png")),
+                          np.asarray(Image.open(FIX / "reference_crf.png")))

@@ -145,3 +145,8 @@ def load_official_into(model: nn.Module, path: str | Path) -> Path:
     obj, file = _load_raw(path)
     load_official_state(model, obj, source=str(file))
     return file
+
+
+def official_experiment(path: str | Path) -> str:
+    """The recipe whose network the release fits (there is one RTC release: VOC12, ResNet-38)."""
+    return "rtc_voc"

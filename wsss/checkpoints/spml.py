@@ -110,3 +110,13 @@ def load_official_into(model: nn.Module, path: str | Path) -> Path:
         sub = {k[len(prefix) + 1:]: v for k, v in state.items() if k.startswith(prefix + ".")}
         getattr(model, prefix).load_state_dict(sub, strict=True)
     return file
+
+
+def official_experiment(path: str | Path) -> str:
+    """``spml_densepose_point`` for the DensePose release (15 classes, PSPP head), else a VOC12 recipe
+    (the tag / box / scribble / point releases share one architecture)."""
+    state, _ = read_official(path)
+    classes = {int(v.shape[0]) for k, v in state.items() if k.startswith("classifier.") and v.ndim == 4}
+    if 15 in classes or any(k.startswith("head.") and "pspp" in k for k in state):
+        return "spml_densepose_point"
+    return "spml_voc_scribble"

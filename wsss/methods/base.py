@@ -40,6 +40,32 @@ def max_normalize(cam: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
     return cam / (peak + eps)
 
 
+INFERENCE_DEFAULTS = {
+    "scales": [1.0],          # input scales of multi-scale inference
+    "flip": False,            # add horizontally flipped inputs
+    "resize": "pil_bicubic",  # pil_bicubic (PSA/SEAM/RTC data loaders, round(W*s)) | bilinear (torch, float image)
+    "classes": "label",       # classes stored in scores/ID.npy: label (image-level label) | all
+    "pred_with_labels": None,  # restrict pred/ID.png to labelled classes (None: eval_with_labels)
+    "crf": "none",            # conf/crf preset applied by wsss.infer when crf= is not given
+}
+
+
+def inference_recipe(inference: Mapping | None, eval_with_labels: bool) -> dict:
+    """The method's own inference defaults (``method.inference``), completed; unknown keys are errors."""
+    recipe = dict(INFERENCE_DEFAULTS)
+    unknown = set(inference or {}) - set(recipe)
+    if unknown:
+        raise ValueError(f"method.inference: unknown keys {sorted(unknown)}; known: {sorted(recipe)}")
+    recipe.update({k: (list(v) if k == "scales" else v) for k, v in dict(inference or {}).items()})
+    if recipe["pred_with_labels"] is None:
+        recipe["pred_with_labels"] = bool(eval_with_labels)
+    if recipe["resize"] not in ("pil_bicubic", "bilinear"):
+        raise ValueError(f"method.inference.resize must be pil_bicubic or bilinear, not {recipe['resize']!r}")
+    if recipe["classes"] not in ("label", "all"):
+        raise ValueError(f"method.inference.classes must be label or all, not {recipe['classes']!r}")
+    return recipe
+
+
 class WSSSModule(pl.LightningModule):
     """Base LightningModule; subclasses add networks and losses."""
 
@@ -48,7 +74,7 @@ class WSSSModule(pl.LightningModule):
 
     def __init__(self, backbone: Mapping, num_classes: int, class_names: Sequence[str] | None = None,
                  bg: Mapping | None = None, optim: Mapping | None = None, scheduler: Mapping | None = None,
-                 eval_with_labels: bool = True, log_images: int = 4):
+                 eval_with_labels: bool = True, log_images: int = 4, inference: Mapping | None = None):
         super().__init__()
         self.num_classes = num_classes
         self.class_names = list(class_names) if class_names is not None else [str(i) for i in range(num_classes)]
@@ -57,14 +83,23 @@ class WSSSModule(pl.LightningModule):
         self.sched_cfg = dict(scheduler or {"name": "poly", "power": 0.9})
         self.eval_with_labels = eval_with_labels
         self.log_images = log_images
+        self.inference = inference_recipe(inference, eval_with_labels)
         self.backbone = build_backbone(**dict(backbone))
         self.val_iou = SegmentationIoU(num_classes, self.class_names)
         self.last_val_metrics: Dict[str, object] = {}
         self._val_examples: List[dict] = []
 
     # ----- dense prediction API -----------------------------------------------------------
+    #: how multi-scale + flip raw scores combine: "sum" (SEAM / PSA CAMs) or "mean" (probabilities)
+    score_aggregation = "sum"
+
     def raw_scores(self, image: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
+
+    def foreground_scores(self, raw: torch.Tensor) -> torch.Tensor:
+        """``B x C x H x W`` foreground maps as stored in the seed repos' CAM ``.npy`` dicts
+        (before any background): max-normalised CAMs by default."""
+        return max_normalize(raw)
 
     def finalize_scores(self, raw: torch.Tensor) -> torch.Tensor:
         """Default for CAM methods: max-normalise then apply the configured background rule."""
@@ -157,9 +192,25 @@ class WSSSModule(pl.LightningModule):
                 "lr_scheduler": {"scheduler": torch.optim.lr_scheduler.LambdaLR(opt, lam), "interval": "step"}}
 
     # ----- checkpoints --------------------------------------------------------------------
+    def load_official(self, path: str) -> None:
+        """Load the authors' released checkpoint; methods with a release override this."""
+        raise ValueError(f"method '{self.method_name}' has no official-checkpoint importer; pass a wsss Lightning "
+                         f"checkpoint (outputs/.../checkpoints/last.ckpt) as ckpt= instead of {path}")
+
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         cls = type(self)
         checkpoint["wsss"] = {"method": self.method_name, "target": f"{cls.__module__}.{cls.__qualname__}"}
+
+
+class ProbabilityScores:
+    """Mixin for methods whose raw scores are class probabilities with background first (DeepLab, SPML):
+    summed over scales / flips they become probabilities again by renormalising."""
+
+    def finalize_scores(self, raw: torch.Tensor) -> torch.Tensor:
+        return raw / raw.sum(dim=1, keepdim=True).clamp_min(1e-12)
+
+    def foreground_scores(self, raw: torch.Tensor) -> torch.Tensor:
+        return self.finalize_scores(raw)[:, 1:]
 
 
 def metrics_to_json(metrics: Mapping) -> str:

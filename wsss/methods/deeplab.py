@@ -19,10 +19,10 @@ from torch import nn
 
 from wsss.models.heads import build_head
 
-from .base import WSSSModule
+from .base import ProbabilityScores, WSSSModule
 
 
-class DeepLabModule(WSSSModule):
+class DeepLabModule(ProbabilityScores, WSSSModule):
     method_name = "deeplab"
 
     def __init__(self, *args, head: Mapping | None = None, ignore_index: int = 255, align_corners: bool = True,
@@ -50,9 +50,6 @@ class DeepLabModule(WSSSModule):
     def raw_scores(self, image: torch.Tensor) -> torch.Tensor:
         return torch.softmax(self.logits(image), dim=1)
 
-    def finalize_scores(self, raw: torch.Tensor) -> torch.Tensor:
-        """Summed probabilities of several scales / flips -> probabilities again (background first)."""
-        return raw / raw.sum(dim=1, keepdim=True).clamp_min(1e-12)
 
     # ----- training -----------------------------------------------------------------------
     def training_losses(self, batch: dict) -> Dict[str, torch.Tensor]:

@@ -206,6 +206,16 @@ class RTCModule(WSSSModule):
         seg = torch.softmax(_up(out["seg"], image.shape[-2:]), dim=1)
         return (seg * cls)[:, 1:]
 
+    def foreground_scores(self, raw: torch.Tensor) -> torch.Tensor:
+        """Stored as they are (``contrast_infer.py`` saves the mean scores, no normalisation)."""
+        return raw
+
+    def load_official(self, path: str) -> None:
+        """Load ``rtc_contrast_best.pth`` (the importer checks its key layout)."""
+        from wsss.checkpoints.rtc import load_official_into
+
+        load_official_into(self, path)
+
     def finalize_scores(self, raw: torch.Tensor) -> torch.Tensor:
         """No normalisation: the scores are already probabilities; background by the configured rule."""
         bg = {k: v for k, v in self.bg.items() if k in ("rule", "threshold", "alpha")}

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from wsss.methods.base import WSSSModule
+from wsss.methods.base import ProbabilityScores, WSSSModule
 from wsss.methods.spml_losses import (image_similarity_loss, nearest_labelled_tags, segsort_loss,
                                       set_segsort_loss)
 from wsss.data.supervision import SEGMENT_PAD
@@ -85,7 +85,7 @@ def softmax_classifier(dim: int, num_classes: int, dropout: float) -> nn.Sequent
                          nn.Dropout(dropout), nn.Conv2d(dim * 2, num_classes, 1))
 
 
-class SPMLModule(WSSSModule):
+class SPMLModule(ProbabilityScores, WSSSModule):
     """SPML on any registered backbone. See ``conf/method/spml.yaml`` for the arguments."""
 
     method_name = "spml"
@@ -97,10 +97,11 @@ class SPMLModule(WSSSModule):
                  dropout: float = 0.75, kmeans: Mapping | None = None, local_features: str = "location",
                  loc_embedding_scale: Optional[float] = None, losses: Mapping | None = None,
                  memory_bank_size: int = 2, trainable_backbone: Optional[Sequence[str]] = None,
-                 lr_mult: Mapping | None = None, warmup_steps: int = 100, weights: Optional[str] = None):
+                 lr_mult: Mapping | None = None, warmup_steps: int = 100, weights: Optional[str] = None,
+                 inference: Mapping | None = None):
         super().__init__(backbone=backbone, num_classes=num_classes, class_names=class_names,
                          bg=bg or {"rule": "learned"}, optim=optim, scheduler=scheduler,
-                         eval_with_labels=eval_with_labels, log_images=log_images)
+                         eval_with_labels=eval_with_labels, log_images=log_images, inference=inference)
         self.save_hyperparameters(ignore=["weights"])
         self.head = build_embedding_head(head, self.backbone.out_channels, embedding_dim, head_channels)
         self.classifier = softmax_classifier(embedding_dim, num_classes, dropout)
@@ -150,9 +151,6 @@ class SPMLModule(WSSSModule):
         embeddings resized to the input, normalised, then classified."""
         return F.softmax(self.logits(self.embed(image, size=image.shape[-2:])), dim=1)
 
-    def finalize_scores(self, raw: Tensor) -> Tensor:
-        """Probabilities already include background; sums over scales/flips become their mean."""
-        return raw / raw.sum(dim=1, keepdim=True).clamp_min(1e-12)
 
     # ----- training -----------------------------------------------------------------------------
     def _local(self, image: Tensor, size) -> Tensor:

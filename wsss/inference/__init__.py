@@ -1,0 +1,1 @@
+"""Multi-scale + flip dense inference shared by every method (``python -m wsss.infer``)."""

@@ -1,0 +1,55 @@
+"""The model ``wsss.infer`` runs: a wsss Lightning checkpoint, or an official release read by the method's importer."""
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+from typing import Optional
+
+import torch
+
+from wsss.engine import build_method, load_method_checkpoint
+
+#: methods with an importer for the authors' released checkpoints -> module with ``official_experiment(path)``
+OFFICIAL_IMPORTERS = {"rtc": "wsss.checkpoints.rtc", "spml": "wsss.checkpoints.spml"}
+
+
+def read_wsss_checkpoint_info(path: Path) -> Optional[dict]:
+    """``checkpoint["wsss"]`` of a wsss Lightning checkpoint, or None for any other file or folder."""
+    if not path.is_file():
+        return None
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
+    except Exception:  # noqa: BLE001 - not a zip checkpoint (old format, other tools): not ours
+        try:
+            obj = torch.load(path, map_location="cpu", weights_only=False)
+        except Exception:  # noqa: BLE001
+            return None
+    info = obj.get("wsss") if isinstance(obj, dict) else None
+    return dict(info) if isinstance(info, dict) else None
+
+
+def official_experiment(method: str, path: Path) -> str:
+    """The published recipe (``conf/experiment``) whose architecture an official file of ``method`` needs."""
+    if method not in OFFICIAL_IMPORTERS:
+        raise ValueError(f"{path}: not a wsss Lightning checkpoint, and method '{method}' has no official-checkpoint "
+                         f"importer (methods with one: {sorted(OFFICIAL_IMPORTERS)})")
+    return importlib.import_module(OFFICIAL_IMPORTERS[method]).official_experiment(path)
+
+
+def load_for_inference(cfg, ckpt: Path, method_choice: Optional[str]):
+    """Build the model of ``ckpt``; ``method_choice`` is the ``method=`` the user gave (or None)."""
+    if not ckpt.exists():
+        raise FileNotFoundError(f"ckpt not found: {ckpt}; pass ckpt=outputs/.../checkpoints/last.ckpt or an "
+                                "official release with method=<name>")
+    info = read_wsss_checkpoint_info(ckpt)
+    if info is not None:
+        if method_choice is not None and info.get("method") != method_choice:
+            raise ValueError(f"{ckpt} is a checkpoint of method '{info.get('method')}', not '{method_choice}'; "
+                             f"drop method= or pass method={info.get('method')}")
+        return load_method_checkpoint(ckpt)
+    if method_choice is None or cfg.get("method") is None:
+        raise ValueError(f"{ckpt} is not a wsss Lightning checkpoint; for an authors' release add method=<name> "
+                         f"(importers: {sorted(OFFICIAL_IMPORTERS)})")
+    model = build_method(cfg)
+    model.load_official(str(ckpt))
+    return model
