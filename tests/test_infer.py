@@ -1,0 +1,193 @@
+"""`wsss.infer`: batched multi-scale + flip equals the per-image loop, files and formats, resume, CRF, errors."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from hydra import compose, initialize_config_dir
+from omegaconf import open_dict
+from PIL import Image
+
+from conftest import CONF_DIR, REPO, compose_train_cfg
+from wsss.data.formats import load_score_dict, read_label_png, save_cls_labels_npy, write_label_png
+from wsss.infer import run
+from wsss.inference.loading import load_for_inference
+from wsss.methods.cam import CAMModule
+from wsss.postprocess.crf import load_preset, refine
+
+MEAN, STD = np.array((0.485, 0.456, 0.406), np.float32), np.array((0.229, 0.224, 0.225), np.float32)
+SIZES = [(64, 64), (48, 64), (64, 40), (48, 64), (64, 64), (48, 64), (64, 40)]
+
+
+@pytest.fixture(scope="module")
+def mixed_root(tmp_path_factory, synthetic_root):
+    """A VOC-layout folder with three image sizes (crops of the synthetic val images) and real GT."""
+    root = tmp_path_factory.mktemp("mixed") / "VOC"
+    for sub in ("JPEGImages", "SegmentationClass", "ImageSets/Segmentation"):
+        (root / sub).mkdir(parents=True)
+    src_ids = (synthetic_root / "ImageSets/Segmentation/val.txt").read_text().split()
+    ids, labels = [], {}
+    for i, (h, w) in enumerate(SIZES):
+        sid = src_ids[i]
+        img = np.asarray(Image.open(synthetic_root / "JPEGImages" / f"{sid}.jpg").convert("RGB"))[:h, :w]
+        gt = read_label_png(synthetic_root / "SegmentationClass" / f"{sid}.png")[:h, :w]
+        Image.fromarray(img).save(root / "JPEGImages" / f"img{i}.jpg", quality=95)
+        write_label_png(root / "SegmentationClass" / f"img{i}.png", gt)
+        vec = np.zeros(5, np.float32)
+        present = np.unique(gt)
+        present = present[(present > 0) & (present < 6)]
+        vec[present - 1] = 1
+        if not vec.any():
+            vec[0] = 1
+        labels[f"img{i}"] = vec
+        ids.append(f"img{i}")
+    save_cls_labels_npy(root / "cls_labels.npy", labels)
+    (root / "ImageSets/Segmentation/val.txt").write_text("\n".join(ids) + "\n")
+    return root
+
+
+@pytest.fixture(scope="module")
+def cam_model():
+    torch.manual_seed(0)
+    model = CAMModule(backbone={"name": "tiny"}, num_classes=6,
+                      class_names=["background", "aeroplane", "bicycle", "bird", "boat", "bottle"],
+                      bg={"rule": "threshold", "threshold": 0.3})
+    return model.eval()
+
+
+def infer_cfg(root: Path, out: Path, *overrides):
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose(config_name="infer", overrides=["ckpt=unused", f"dataset.root={root}", "dataset.packaged_lists=false",
+                                                      "device=cpu", "loader_workers=0", "workers=1", "progress=false",
+                                                      *overrides])
+    with open_dict(cfg):
+        cfg.out_dir = str(out)
+    return cfg
+
+
+def per_image_reference(model, image: np.ndarray, scales, flip=True) -> torch.Tensor:
+    """The seed repos' loop: one image, one scale, one flip per forward (PIL bicubic, round sizes), summed."""
+    h, w = image.shape[:2]
+    total = 0
+    with torch.no_grad():
+        for s in scales:
+            size = (round(w * s), round(h * s))
+            arr = np.asarray(Image.fromarray(image).resize(size, Image.BICUBIC) if size != (w, h) else image)
+            x = torch.from_numpy(((arr / 255.0 - MEAN) / STD).astype(np.float32).transpose(2, 0, 1))[None]
+            for f in ([False, True] if flip else [False]):
+                raw = model.raw_scores(x.flip(-1) if f else x)
+                raw = F.interpolate(raw, size=(h, w), mode="bilinear", align_corners=False)
+                total = total + (raw.flip(-1) if f else raw)
+    return total[0]
+
+
+def test_batched_outputs_equal_the_per_image_loop(tmp_path, mixed_root, cam_model):
+    scales = [1.0, 0.5, 1.5, 2.0]
+    cfg = infer_cfg(mixed_root, tmp_path / "out", "batch_size=3", "scales=[1.0,0.5,1.5,2.0]", "flip=true")
+    metrics = run(cfg, cam_model)
+    for i in range(len(SIZES)):
+        image = np.asarray(Image.open(mixed_root / "JPEGImages" / f"img{i}.jpg").convert("RGB"))
+        ref = per_image_reference(cam_model, image, scales)
+        ref_norm = F.relu(ref) / (F.relu(ref).flatten(1).max(1).values[:, None, None] + 1e-5)
+        label = np.load(mixed_root / "cls_labels.npy", allow_pickle=True).item()[f"img{i}"]
+        keys = [int(k) for k in np.nonzero(label)[0]]
+        scores = load_score_dict(tmp_path / "out" / "scores" / f"img{i}.npy", shape=SIZES[i], num_fg=5)
+        assert sorted(scores) == keys  # only the image-level label's classes, as in SEAM
+        for k in keys:
+            assert scores[k].dtype == np.float32
+            assert np.abs(scores[k] - ref_norm[k].numpy()).max() < 1e-5
+        # the prediction: constant background 0.3 over the labelled classes (SEAM's rule)
+        stack = np.concatenate([np.full((1,) + SIZES[i], 0.3, np.float32), ref_norm[keys].numpy()])
+        expected = np.array([0] + [k + 1 for k in keys])[stack.argmax(0)]
+        pred_img = Image.open(tmp_path / "out" / "pred" / f"img{i}.png")
+        assert pred_img.mode == "P"
+        assert (np.asarray(pred_img) == expected).mean() > 0.999
+    assert set(metrics["pred"]) >= {"mIoU", "mIoU_seam", "IoU"}
+    assert (tmp_path / "out" / "metrics.json").is_file()
+
+
+def test_resume_skips_done_images_and_overwrite_redoes_them(tmp_path, mixed_root, cam_model):
+    out = tmp_path / "out"
+    run(infer_cfg(mixed_root, out, "batch_size=2"), cam_model)
+    files = sorted(out.glob("*/*.*"))
+    assert len(files) == 2 * len(SIZES)
+    stamp = {p: p.stat().st_mtime_ns for p in files}
+    (out / "pred" / "img3.png").unlink()  # as if killed before this image's PNG was renamed into place
+    run(infer_cfg(mixed_root, out, "batch_size=2"), cam_model)
+    changed = {p.relative_to(out).as_posix() for p in files if p.stat().st_mtime_ns != stamp[p]}
+    assert changed == {"scores/img3.npy", "pred/img3.png"}  # only the unfinished image was redone
+    assert not list(out.rglob("*.tmp*")) and not list(out.rglob(".*"))
+    run(infer_cfg(mixed_root, out, "batch_size=2", "overwrite=true"), cam_model)
+    assert all(p.stat().st_mtime_ns != stamp[p] for p in files if p.name != "img3.png")
+
+
+def test_crf_preset_in_worker_processes_matches_refine_on_the_stored_scores(tmp_path, mixed_root, cam_model):
+    out = tmp_path / "out"
+    run(infer_cfg(mixed_root, out, "crf=seam", "workers=2", "scales=[1.0]", "flip=false"), cam_model)
+    preset = load_preset("seam")
+    for i in range(len(SIZES)):
+        scores = load_score_dict(out / "scores" / f"img{i}.npy")
+        keys = sorted(scores)
+        image = np.asarray(Image.open(mixed_root / "JPEGImages" / f"img{i}.jpg").convert("RGB"))
+        expected = refine(image, np.stack([scores[k] for k in keys]), keys, preset, None, 6)
+        assert np.array_equal(read_label_png(out / "crf" / f"img{i}.png"), expected)
+
+
+def test_cli_on_a_trained_checkpoint_then_evaluate_reads_the_scores(tmp_path, synthetic_root):
+    from wsss.engine import fit
+
+    cfg = compose_train_cfg(tmp_path / "train", synthetic_root, ["debug=fast", "logger=none"])
+    fit(cfg)
+    ckpt = tmp_path / "train" / "checkpoints" / "last.ckpt"
+    out = tmp_path / "infer"
+    cmd = [sys.executable, "-m", "wsss.infer", f"ckpt={ckpt}", f"dataset.root={synthetic_root}", "split=val",
+           f"out_dir={out}", "batch_size=4", f"hydra.run.dir={tmp_path / 'run'}", "loader_workers=1"]
+    proc = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.strip().splitlines()[-1].startswith("pred/mIoU=")
+    ids = (synthetic_root / "ImageSets/Segmentation/val.txt").read_text().split()
+    assert sorted(p.stem for p in (out / "scores").glob("*.npy")) == sorted(ids)
+    assert sorted(p.stem for p in (out / "pred").glob("*.png")) == sorted(ids)
+    from wsss.evaluate import evaluate_dir
+
+    res = evaluate_dir(out / "scores", synthetic_root / "SegmentationClass", ids, "npy", 6, threshold=0.55)
+    png = evaluate_dir(out / "pred", synthetic_root / "SegmentationClass", ids, "png", 6)
+    assert res["mIoU_seam"] == pytest.approx(png["mIoU_seam"], abs=2e-3)  # same rule, npy vs PNG
+
+
+def test_bad_inputs_name_the_file(tmp_path, mixed_root, cam_model):
+    cfg = infer_cfg(mixed_root, tmp_path / "out")
+    with pytest.raises(FileNotFoundError, match="ckpt not found"):
+        load_for_inference(cfg, tmp_path / "nope.ckpt", None)
+    other = tmp_path / "weights.pth"
+    torch.save({"conv1.weight": torch.zeros(1)}, other)
+    with pytest.raises(ValueError, match="not a wsss Lightning checkpoint.*method="):
+        load_for_inference(cfg, other, None)
+    broken = tmp_path / "VOC"
+    (broken / "ImageSets/Segmentation").mkdir(parents=True)
+    (broken / "JPEGImages").mkdir()
+    (broken / "ImageSets/Segmentation/val.txt").write_text("missing_image\n")
+    with pytest.raises(FileNotFoundError, match="missing_image.jpg"):
+        run(infer_cfg(broken, tmp_path / "o2"), cam_model)
+    with pytest.raises(FileNotFoundError, match="split list 'nosuch'"):
+        run(infer_cfg(mixed_root, tmp_path / "o3", "split=nosuch"), cam_model)
+    if os.geteuid() != 0:
+        locked = tmp_path / "locked"
+        locked.mkdir(mode=0o500)
+        with pytest.raises(PermissionError, match="out_dir"):
+            run(infer_cfg(mixed_root, locked / "out"), cam_model)
+
+
+def test_a_checkpoint_of_another_method_is_refused(tmp_path, synthetic_root):
+    from wsss.engine import fit
+
+    cfg = compose_train_cfg(tmp_path / "train", synthetic_root, ["debug=fast", "logger=none"])
+    fit(cfg)
+    with pytest.raises(ValueError, match="method 'cam', not 'rtc'"):
+        load_for_inference(cfg, tmp_path / "train" / "checkpoints" / "last.ckpt", "rtc")
