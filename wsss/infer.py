@@ -201,6 +201,8 @@ def run(cfg: DictConfig, model=None) -> dict:
 
     device = pick_device(str(cfg.device))
     model = model.to(device).eval()
+    if cfg.get("channels_last"):
+        model = model.to(memory_format=torch.channels_last)
     recipe = resolve_recipe(model, cfg)
     preset = CRFPreset.from_config(cfg.crf) if cfg.get("crf") is not None else load_preset(recipe["crf"])
     out_dir = Path(str(cfg.out_dir)).expanduser()
@@ -227,7 +229,8 @@ def run(cfg: DictConfig, model=None) -> dict:
                 for batch in loader:
                     inputs = [x.to(device, non_blocking=True) for x in batch["inputs"]]
                     with autocast(device, cfg.precision):
-                        agg = aggregate_raw_scores(model, inputs, batch["size"], bool(recipe["flip"]), aggregation)
+                        agg = aggregate_raw_scores(model, inputs, batch["size"], bool(recipe["flip"]), aggregation,
+                                                   bool(cfg.get("channels_last")))
                     agg = agg.float()
                     fg = model.foreground_scores(agg).float().cpu().numpy()
                     for i, name in enumerate(batch["name"]):
