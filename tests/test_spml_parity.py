@@ -141,3 +141,45 @@ def test_voc_parity_embeddings_predictions_losses(tmp_path):
     assert losses["sem_ann"].item() == pytest.approx(ann, rel=1e-4)
     assert losses["sem_occ"].item() == pytest.approx(occ, rel=1e-4)  # reference values are already weighted
     assert losses["img_sim"].item() == pytest.approx(sim, rel=1e-4)
+
+
+def test_release_picks_its_recipe(tmp_path):
+    from wsss.checkpoints.spml import official_experiment
+
+    assert official_experiment(official_file(tmp_path / "v", "voc12")) == "spml_voc_scribble"
+    assert official_experiment(official_file(tmp_path / "d", "densepose")) == "spml_densepose_point"
+
+
+def test_infer_cli_takes_the_release_directory(tmp_path):
+    """`python -m wsss.infer method=spml ckpt=DIR ...`: the release loads as it is and predicts like the model."""
+    import subprocess
+    import sys
+
+    from PIL import Image
+
+    official_file(tmp_path, "voc12")
+    root = tmp_path / "VOC2012"
+    (root / "JPEGImages").mkdir(parents=True)
+    (root / "ImageSets" / "Segmentation").mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 255, (40, 56, 3), dtype=np.uint8)
+    Image.fromarray(image).save(root / "JPEGImages" / "2007_000032.jpg", quality=95)
+    (root / "ImageSets" / "Segmentation" / "val.txt").write_text("2007_000032\n")
+    out = tmp_path / "out"
+    proc = subprocess.run([sys.executable, "-m", "wsss.infer", "method=spml", f"ckpt={tmp_path / 'release'}",
+                           f"dataset.root={root}", "split=val", f"out_dir={out}", "scales=[1.0]", "flip=false",
+                           "crf=none", "device=cpu", "loader_workers=0", f"hydra.run.dir={tmp_path / 'run'}"],
+                          cwd=Path(__file__).parents[1], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    model = voc_model()
+    model.load_official(str(tmp_path / "release"))
+    model.eval()
+    read = np.asarray(Image.open(root / "JPEGImages" / "2007_000032.jpg").convert("RGB"))
+    x = torch.from_numpy(((read / 255.0 - np.array([0.485, 0.456, 0.406])) / np.array([0.229, 0.224, 0.225]))
+                         .astype(np.float32).transpose(2, 0, 1))[None]
+    with torch.no_grad():
+        expected = model.raw_scores(x)[0].argmax(0).numpy()
+    pred = np.asarray(Image.open(out / "pred" / "2007_000032.png"))
+    assert (pred == expected).mean() > 0.999
+    scores = np.load(out / "scores" / "2007_000032.npy", allow_pickle=True).item()
+    assert sorted(scores) == [0, 14]  # 2007_000032: aeroplane, person (the packaged VOC labels)

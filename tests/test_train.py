@@ -91,14 +91,15 @@ class _FirstStep(pl.Callback):
 def test_resume_continues_from_saved_step(tmp_path, synthetic_root):
     overrides = ["trainer.max_epochs=-1", "trainer.max_steps=10", "trainer.check_val_every_n_epoch=100",
                  "dataset.num_workers=0", "dataset.batch_size=8", "logger=none", "trainer.enable_progress_bar=false",
-                 "+callbacks.model_checkpoint.every_n_train_steps=4"]
+                 "callbacks.resume_checkpoint.every_n_train_steps=4"]
     cfg = compose_train_cfg(tmp_path, synthetic_root, overrides)
     from wsss.engine import build_trainer
 
     trainer = build_trainer(cfg)
     trainer.callbacks.append(_StopAt(6))
     model = build_method(cfg)
-    trainer.fit(model, datamodule=build_datamodule(cfg))  # Lightning turns KeyboardInterrupt into a graceful stop
+    with pytest.raises(SystemExit):  # Lightning shuts down gracefully on KeyboardInterrupt, then exits 1
+        trainer.fit(model, datamodule=build_datamodule(cfg))
     assert trainer.interrupted
     last = tmp_path / "checkpoints" / "last.ckpt"
     assert torch.load(last, map_location="cpu", weights_only=False)["global_step"] == 4
@@ -117,20 +118,26 @@ DDP_SCRIPT = textwrap.dedent("""
     from conftest import compose_train_cfg
     from wsss.engine import build_datamodule, load_method_checkpoint
 
-    out, data, ckpt, devices, dest = sys.argv[1:6]
-    cfg = compose_train_cfg(out, data, ["dataset.num_workers=0", "dataset.val_batch_size=2", "logger=none"])
 
     class Dump(pl.Callback):
-        def on_validation_epoch_end(self, trainer, module):
+        def __init__(self, dest):
+            self.dest = dest
+
+        def on_validation_end(self, trainer, module):  # after the module's epoch-end compute
             if trainer.is_global_zero:
                 json.dump({"confmat": module.last_val_metrics["confmat"], "world": trainer.world_size},
-                          open(dest, "w"))
+                          open(self.dest, "w"))
 
-    model = load_method_checkpoint(ckpt)
-    kw = dict(accelerator="cpu", devices=int(devices), logger=False, enable_progress_bar=False, callbacks=[Dump()])
-    if int(devices) > 1:
-        kw["strategy"] = "ddp_spawn"
-    pl.Trainer(**kw).validate(model, datamodule=build_datamodule(cfg), verbose=False)
+
+    if __name__ == "__main__":  # ddp_spawn re-imports this file in its workers
+        out, data, ckpt, devices, dest = sys.argv[1:6]
+        cfg = compose_train_cfg(out, data, ["dataset.num_workers=0", "dataset.val_batch_size=2", "logger=none"])
+        model = load_method_checkpoint(ckpt)
+        kw = dict(accelerator="cpu", devices=int(devices), logger=False, enable_progress_bar=False,
+                  callbacks=[Dump(dest)])
+        if int(devices) > 1:
+            kw["strategy"] = "ddp_spawn"
+        pl.Trainer(**kw).validate(model, datamodule=build_datamodule(cfg), verbose=False)
 """)
 
 

@@ -30,8 +30,10 @@ class SegmentationIoU(Metric):
                        dist_reduce_fx="sum")
 
     def update(self, pred: torch.Tensor, target: torch.Tensor) -> None:
-        self.confmat += confusion_matrix(pred.detach(), target.detach(), self.num_classes,
-                                         self.ignore_index).to(self.confmat.device)
+        # out of place: under ddp_spawn on CPU the initial state tensor lives in memory shared by every
+        # rank, so `+=` would add all ranks' counts into one tensor (and the sum would count them twice)
+        self.confmat = self.confmat + confusion_matrix(pred.detach(), target.detach(), self.num_classes,
+                                                       self.ignore_index).to(self.confmat.device)
 
     def compute(self) -> dict:
         result = scores_from_confusion(self.confmat.cpu().numpy(), self.class_names)
