@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 from hydra import compose, initialize_config_dir
-from omegaconf import OmegaConf, open_dict
+from omegaconf import open_dict
 
 REPO = Path(__file__).resolve().parents[1]
 CONF_DIR = REPO / "conf"
@@ -49,3 +49,20 @@ def train_cfg(tmp_path, synthetic_root):
 
 def python_exe() -> str:
     return sys.executable
+
+
+def constant_background_miou(cfg) -> float:
+    """mIoU of predicting background everywhere on the config's val set (the 'learned nothing' floor)."""
+    import numpy as np
+
+    from wsss.engine import build_datamodule
+    from wsss.metrics import scores_from_confusion
+
+    dm = build_datamodule(cfg)
+    dm.setup("validate")
+    conf = np.zeros((cfg.dataset.num_classes,) * 2, dtype=np.int64)
+    for i in range(len(dm.val_set)):
+        gt = dm.val_set[i]["mask"].numpy().ravel()
+        gt = gt[gt != 255]
+        np.add.at(conf, (gt, np.zeros_like(gt)), 1)
+    return scores_from_confusion(conf)["mIoU"]

@@ -14,7 +14,7 @@ from hydra import compose, initialize_config_dir
 from omegaconf import open_dict
 from PIL import Image
 
-from conftest import CONF_DIR, REPO, compose_train_cfg
+from conftest import CONF_DIR, compose_train_cfg
 from wsss.data.formats import load_score_dict, read_label_png, save_cls_labels_npy, write_label_png
 from wsss.infer import run
 from wsss.inference.loading import load_for_inference

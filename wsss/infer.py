@@ -28,7 +28,7 @@ from typing import Dict, List, Optional
 import hydra
 import numpy as np
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from wsss.data.formats import (atomic_write_bytes, load_cls_labels, read_image, read_label_png, save_score_dict,
                                write_label_png)
