@@ -18,7 +18,11 @@ def aggregate_raw_scores(model, inputs: Sequence[torch.Tensor], size: Sequence[i
     (``aggregation``, the method's ``score_aggregation``). A map and its mirror are added before the
     resize (bilinear resizing commutes with mirroring), which halves the resize work.
     ``channels_last``: NHWC inputs (faster oneDNN / cuDNN kernels; the model should be NHWC too).
+    A method may replace all of this with its own ``multiscale_raw_scores(inputs, size, flip, aggregation,
+    channels_last)`` (same contract) when its reference code combines scales differently.
     """
+    if hasattr(model, "multiscale_raw_scores"):  # a method whose reference predicts differently per scale
+        return model.multiscale_raw_scores(inputs, size, flip, aggregation, channels_last)
     if aggregation not in ("sum", "mean"):
         raise ValueError(f"aggregation must be sum or mean, not {aggregation!r}")
     total, count = None, 0
