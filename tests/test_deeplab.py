@@ -82,3 +82,30 @@ def test_deeplabv2_recipe_reproduces_the_rtc_hsc_network(tmp_path):
     torch.save({"conv1a.weight": torch.zeros(64, 3, 3, 3)}, tmp_path / "r38.pth")
     with pytest.raises(WeightsFormatError, match=r"r38\.pth: not a DeepLab v2.*ResNet-38"):
         load_deeplabv2_release(model, tmp_path / "r38.pth")
+
+
+def test_multiscale_flip_validation_goes_through_the_shared_inference(tmp_path):
+    """val_multiscale=true: per-scale softmax, resized to the image, un-flipped, summed, renormalised."""
+    import torch.nn.functional as F
+
+    cfg = compose_train_cfg(tmp_path, None, ["method=deeplab", "method.head={name: aspp_v2}",
+                                             "method.val_multiscale=true",
+                                             "method.inference={scales: [1.0, 0.5, 1.5], flip: true}"])
+    torch.manual_seed(0)
+    model = build_method(cfg).eval()
+    image = torch.randn(2, 3, 40, 48)
+    expected = 0
+    with torch.no_grad():
+        for s in (1.0, 0.5, 1.5):
+            x = F.interpolate(image, size=(round(40 * s), round(48 * s)), mode="bilinear", align_corners=False) \
+                if s != 1.0 else image
+            for flip in (False, True):
+                p = torch.softmax(model.logits(x.flip(-1) if flip else x), 1)
+                p = F.interpolate(p.flip(-1) if flip else p, size=(40, 48), mode="bilinear", align_corners=False)
+                expected = expected + p
+        scores = model.multiscale_scores(image)
+        pred = model.predict_labels({"image": image})
+    torch.testing.assert_close(scores, expected / expected.sum(1, keepdim=True), atol=1e-6, rtol=0)
+    assert torch.equal(pred, scores.argmax(1))
+    with torch.no_grad():
+        assert (scores - model.scores(image)).abs().max() > 1e-5  # the scales did change the scores

@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 
-@torch.inference_mode()
+@torch.no_grad()
 def aggregate_raw_scores(model, inputs: Sequence[torch.Tensor], size: Sequence[int], flip: bool = True,
                          aggregation: str = "sum", channels_last: bool = False) -> torch.Tensor:
     """``B x K x H x W`` raw scores at the original ``size``.

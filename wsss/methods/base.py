@@ -74,7 +74,8 @@ class WSSSModule(pl.LightningModule):
 
     def __init__(self, backbone: Mapping, num_classes: int, class_names: Sequence[str] | None = None,
                  bg: Mapping | None = None, optim: Mapping | None = None, scheduler: Mapping | None = None,
-                 eval_with_labels: bool = True, log_images: int = 4, inference: Mapping | None = None):
+                 eval_with_labels: bool = True, log_images: int = 4, inference: Mapping | None = None,
+                 val_multiscale: bool = False):
         super().__init__()
         self.num_classes = num_classes
         self.class_names = list(class_names) if class_names is not None else [str(i) for i in range(num_classes)]
@@ -84,6 +85,7 @@ class WSSSModule(pl.LightningModule):
         self.eval_with_labels = eval_with_labels
         self.log_images = log_images
         self.inference = inference_recipe(inference, eval_with_labels)
+        self.val_multiscale = bool(val_multiscale)
         self.backbone = build_backbone(**dict(backbone))
         self.val_iou = SegmentationIoU(num_classes, self.class_names)
         self.last_val_metrics: Dict[str, object] = {}
@@ -125,8 +127,22 @@ class WSSSModule(pl.LightningModule):
         return total
 
     # ----- validation ---------------------------------------------------------------------
+    def multiscale_scores(self, image: torch.Tensor) -> torch.Tensor:
+        """``scores`` through the shared multi-scale + flip inference with the method's ``inference`` scales.
+
+        The batch is already normalised, so scales are made by bilinear resizing of the float tensor
+        (``wsss.infer`` can resize the uint8 image the seed repos' way instead)."""
+        from wsss.inference.multiscale import aggregate_raw_scores
+
+        size = image.shape[-2:]
+        inputs = [image if s == 1.0 else F.interpolate(image, size=(round(size[0] * s), round(size[1] * s)),
+                                                       mode="bilinear", align_corners=False)
+                  for s in self.inference["scales"]]
+        raw = aggregate_raw_scores(self, inputs, size, bool(self.inference["flip"]), self.score_aggregation)
+        return self.finalize_scores(raw)
+
     def predict_labels(self, batch: dict) -> torch.Tensor:
-        scores = self.scores(batch["image"])
+        scores = self.multiscale_scores(batch["image"]) if self.val_multiscale else self.scores(batch["image"])
         if self.eval_with_labels and "cls" in batch:
             scores = restrict_to_labels(scores, batch["cls"])
         return scores.argmax(dim=1)
