@@ -161,3 +161,18 @@ def test_unreadable_image(broken_root):
 def test_missing_split_list(broken_root):
     with pytest.raises(FileNotFoundError, match=r"split list 'val2' not found: .*ImageSets/Segmentation/val2.txt"):
         VOCSegmentation(broken_root, "val2", num_classes=6)
+
+
+def test_valid_mask_marks_crop_padding(synthetic_root):
+    """dataset.valid_mask=true: `valid` is 1 on image pixels, 255 where a crop padded (and where collate pads)."""
+    from wsss.data.voc import is_valid_pixel
+
+    ds = VOCSegmentation(synthetic_root, "train", 6, load_mask=False, valid_mask=True,
+                         transforms=[{"name": "PadIfNeeded", "min_height": 80, "min_width": 72, "border_mode": 0,
+                                      "fill": 0, "position": "top_left"}])
+    sample = ds[0]
+    valid = is_valid_pixel(sample["valid"])
+    h, w = sample["size"].tolist()
+    assert valid.shape == (80, 72)
+    assert valid[:h, :w].all() and not valid[h:].any() and not valid[:, w:].any()
+    assert "valid" not in VOCSegmentation(synthetic_root, "train", 6, load_mask=False)[0]

@@ -89,7 +89,7 @@ class VOCSegmentation(Dataset):
                  mask_dir: str | None = None, transforms: Sequence[Mapping] | None = None,
                  supervision: Optional[Callable] = None, packaged_fallback: bool = False,
                  mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD,
-                 label_keys: Sequence[str] = ("mask",)):
+                 label_keys: Sequence[str] = ("mask",), valid_mask: bool = False):
         self.layout = VOCLayout(root, packaged_fallback)
         self.split = split
         self.num_classes = num_classes
@@ -99,6 +99,9 @@ class VOCSegmentation(Dataset):
         self.mean, self.std = tuple(mean), tuple(std)
         self.ids = self.layout.split_ids(split)
         extra_keys = tuple(getattr(supervision, "label_keys", ())) if supervision is not None else ()
+        self.valid_mask = valid_mask
+        if valid_mask:
+            extra_keys += ("valid",)
         self.pipeline = build_pipeline(transforms, tuple(label_keys) + extra_keys)
         self._check_files()
         self.cls_labels = self._load_cls_labels()
@@ -155,6 +158,8 @@ class VOCSegmentation(Dataset):
                 sample["mask"] = mask
         if self.supervision is not None:
             self.supervision(self.layout, image_id, sample)
+        if self.valid_mask:  # 1 on image pixels; crops pad it with 255 like every label map (see is_valid_pixel)
+            sample["valid"] = np.ones(image.shape[:2], dtype=np.uint8)
         label = self.image_label(image_id, mask)
         out = self.pipeline(**sample)
         result = {"name": image_id, "cls": torch.from_numpy(label.astype(np.float32)),
@@ -166,6 +171,11 @@ class VOCSegmentation(Dataset):
             elif key != "image":
                 result[key] = value
         return result
+
+
+def is_valid_pixel(valid: torch.Tensor) -> torch.Tensor:
+    """The batch's ``valid`` map (``dataset.valid_mask=true``) as booleans: True on real image pixels."""
+    return valid == 1
 
 
 def pad_collate(samples: List[dict]) -> dict:
@@ -206,7 +216,7 @@ class VOCDataModule(pl.LightningDataModule):
                  pseudo_label_dir: str | None = None, supervision: Optional[Callable] = None,
                  synthetic: Mapping | None = None, packaged_lists: bool = True,
                  mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD,
-                 limit_val_samples: int | None = None):
+                 limit_val_samples: int | None = None, valid_mask: bool = False):
         super().__init__()
         self.root = root
         self.num_classes = num_classes
@@ -224,6 +234,7 @@ class VOCDataModule(pl.LightningDataModule):
         self.packaged_lists = packaged_lists
         self.mean, self.std = mean, std
         self.limit_val_samples = limit_val_samples
+        self.valid_mask = valid_mask
         self.train_set: Optional[VOCSegmentation] = None
         self.val_set: Optional[VOCSegmentation] = None
 
@@ -239,7 +250,7 @@ class VOCDataModule(pl.LightningDataModule):
             mask_dir=self.pseudo_label_dir if train else None,
             transforms=self.train_transforms if train else self.val_transforms,
             supervision=self.supervision if train else None, packaged_fallback=self.packaged_lists,
-            mean=self.mean, std=self.std)
+            mean=self.mean, std=self.std, valid_mask=self.valid_mask and train)
 
     def setup(self, stage: str | None = None) -> None:
         self.prepare_data()  # idempotent; covers ranks that skipped prepare_data

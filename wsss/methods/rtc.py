@@ -31,6 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from wsss.data.voc import is_valid_pixel
 from wsss.postprocess.background import add_background
 
 from . import rtc_losses as L
@@ -286,8 +287,8 @@ class RTCModule(WSSSModule):
             std = image.new_tensor(IMAGENET_STD)[None, :, None, None]
             image01 = image.float() * std + mean
             cams = _up(L.max_norm(out["cam_rv_down"]) * label[:, :, None, None], image.shape[-2:])[:, 1:]
-            valid = batch.get("valid")
-            valid = valid.bool() if valid is not None else None
+            valid = batch.get("valid")  # dataset.valid_mask=true: padding excluded like the reference's crop box
+            valid = is_valid_pixel(valid) if valid is not None else None
             pseudo = refine_pseudo_mask(image01, cams.float(), label[:, 1:], valid=valid, **self.refine_cfg)
         return L.balanced_mask_ce(out["seg"], pseudo, label[:, 1:])
 
