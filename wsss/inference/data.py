@@ -2,7 +2,8 @@
 
 The seed repos (PSA, SEAM, RTC) resize the uint8 image with PIL bicubic to ``(round(W*s), round(H*s))``
 before normalising (``resize=pil_bicubic``); ``resize=bilinear`` resizes the normalised float image with
-``torch`` instead. Images of the same size form a batch, so every scale is one forward of the whole
+``torch`` instead; ``resize=cv2_bilinear`` is SPML's ``create_image_pyramid`` (``spml/data/transforms.py: resize``):
+``cv2.resize(..., INTER_LINEAR)`` of the normalised float32 HxWx3 image to ``(int(W*s), int(H*s))``. Images of the same size form a batch, so every scale is one forward of the whole
 batch (and its flips) with bit-identical per-image results.
 """
 from __future__ import annotations
@@ -41,7 +42,14 @@ def image_pyramid(image: np.ndarray, scales: Sequence[float], resize: str = "pil
     out = []
     for s in scales:
         size = scaled_size(h, w, s)
-        if size == (h, w):
+        if resize == "cv2_bilinear":  # SPML: int() sizes; cv2 returns a copy when the size is unchanged
+            import cv2
+
+            size = (int(s * h), int(s * w))
+            hwc = np.ascontiguousarray(base.numpy().transpose(1, 2, 0))
+            out.append(base if size == (h, w) else torch.from_numpy(np.ascontiguousarray(
+                cv2.resize(hwc, (size[1], size[0]), interpolation=cv2.INTER_LINEAR).transpose(2, 0, 1))))
+        elif size == (h, w):
             out.append(base)
         elif resize == "pil_bicubic":
             resized = Image.fromarray(image).resize((size[1], size[0]), resample=Image.BICUBIC)
@@ -49,7 +57,7 @@ def image_pyramid(image: np.ndarray, scales: Sequence[float], resize: str = "pil
         elif resize == "bilinear":
             out.append(F.interpolate(base[None], size=size, mode="bilinear", align_corners=False)[0])
         else:
-            raise ValueError(f"resize must be pil_bicubic or bilinear, not {resize!r}")
+            raise ValueError(f"resize must be pil_bicubic, bilinear or cv2_bilinear, not {resize!r}")
     return out
 
 

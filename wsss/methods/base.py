@@ -44,6 +44,7 @@ INFERENCE_DEFAULTS = {
     "scales": [1.0],          # input scales of multi-scale inference
     "flip": False,            # add horizontally flipped inputs
     "resize": "pil_bicubic",  # pil_bicubic (PSA/SEAM/RTC data loaders, round(W*s)) | bilinear (torch, float image)
+                              # | cv2_bilinear (SPML: cv2 INTER_LINEAR on the float image, int(W*s))
     "classes": "label",       # classes stored in scores/ID.npy: label (image-level label) | all
     "pred_with_labels": None,  # restrict pred/ID.png to labelled classes (None: eval_with_labels)
     "crf": "none",            # conf/crf preset applied by wsss.infer when crf= is not given
@@ -59,8 +60,9 @@ def inference_recipe(inference: Mapping | None, eval_with_labels: bool) -> dict:
     recipe.update({k: (list(v) if k == "scales" else v) for k, v in dict(inference or {}).items()})
     if recipe["pred_with_labels"] is None:
         recipe["pred_with_labels"] = bool(eval_with_labels)
-    if recipe["resize"] not in ("pil_bicubic", "bilinear"):
-        raise ValueError(f"method.inference.resize must be pil_bicubic or bilinear, not {recipe['resize']!r}")
+    if recipe["resize"] not in ("pil_bicubic", "bilinear", "cv2_bilinear"):
+        raise ValueError(f"method.inference.resize must be pil_bicubic, bilinear or cv2_bilinear, "
+                         f"not {recipe['resize']!r}")
     if recipe["classes"] not in ("label", "all"):
         raise ValueError(f"method.inference.classes must be label or all, not {recipe['classes']!r}")
     return recipe

@@ -13,7 +13,8 @@ Every hyper-parameter and its source: ``docs/spml.md``.
 from __future__ import annotations
 
 import logging
-from typing import Dict, List, Mapping, Optional, Sequence
+import math
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -85,6 +86,35 @@ def softmax_classifier(dim: int, num_classes: int, dropout: float) -> nn.Sequent
                          nn.Dropout(dropout), nn.Conv2d(dim * 2, num_classes, 1))
 
 
+def _pair(value, name: str) -> Tuple[int, int]:
+    pair = (int(value), int(value)) if isinstance(value, (int, float)) else tuple(int(v) for v in value)
+    if len(pair) != 2 or min(pair) < 1:
+        raise ValueError(f"{name} must be a positive int or [height, width], got {value!r}")
+    return pair
+
+
+def cv2_nearest_index(src: int, dst: int) -> np.ndarray:
+    """Source index of each destination index under ``cv2.resize(..., INTER_NEAREST)``:
+    ``min(floor(x * (1 / (dst / src))), src - 1)`` in double precision, as OpenCV's ``resizeNN``."""
+    return np.minimum(np.floor(np.arange(dst) * (1.0 / (dst / src))).astype(np.int64), src - 1)
+
+
+def cv2_resize_longer_side(x: Tensor, longer: int) -> Tensor:
+    """``spml/data/transforms.py: resize_with_interpolation``: ``N x 3 x h x w`` normalised images to
+    ``(int(r*h), int(r*w))``, ``r = min(longer/h, longer/w)``, with ``cv2.resize(INTER_LINEAR)`` on the float image."""
+    import cv2
+
+    h, w = x.shape[-2:]
+    ratio = min(float(longer) / h, float(longer) / w)
+    nh, nw = int(ratio * h), int(ratio * w)
+    if (nh, nw) == (h, w):
+        return x
+    arr = x.detach().float().cpu().numpy()
+    out = np.stack([cv2.resize(np.ascontiguousarray(a.transpose(1, 2, 0)), (nw, nh), interpolation=cv2.INTER_LINEAR)
+                    .transpose(2, 0, 1) for a in arr])
+    return torch.from_numpy(np.ascontiguousarray(out)).to(device=x.device, dtype=x.dtype)
+
+
 class SPMLModule(ProbabilityScores, WSSSModule):
     """SPML on any registered backbone. See ``conf/method/spml.yaml`` for the arguments."""
 
@@ -98,7 +128,8 @@ class SPMLModule(ProbabilityScores, WSSSModule):
                  loc_embedding_scale: Optional[float] = None, losses: Mapping | None = None,
                  memory_bank_size: int = 2, trainable_backbone: Optional[Sequence[str]] = None,
                  lr_mult: Mapping | None = None, warmup_steps: int = 100, weights: Optional[str] = None,
-                 inference: Mapping | None = None):
+                 inference: Mapping | None = None, test_crop_size: Union[int, Sequence[int]] = 512,
+                 test_stride: Union[int, Sequence[int]] = 512, test_image_size: int = 0):
         super().__init__(backbone=backbone, num_classes=num_classes, class_names=class_names,
                          bg=bg or {"rule": "learned"}, optim=optim, scheduler=scheduler,
                          eval_with_labels=eval_with_labels, log_images=log_images, inference=inference)
@@ -123,6 +154,9 @@ class SPMLModule(ProbabilityScores, WSSSModule):
         self.lr_mult = dict(lr_mult or {"backbone_weight": 1.0, "backbone_bias": 2.0, "head_weight": 10.0,
                                         "head_bias": 20.0})
         self.warmup_steps = int(warmup_steps)
+        self.test_crop_size = _pair(test_crop_size, "test_crop_size")
+        self.test_stride = _pair(test_stride, "test_stride")
+        self.test_image_size = int(test_image_size)
         self._memory: List[Dict[str, Tensor]] = []
         self._batch_offset = 0
         if self.trainable_backbone is not None:
@@ -150,6 +184,74 @@ class SPMLModule(ProbabilityScores, WSSSModule):
         """Class probabilities (background first) at the input size, as the reference predicts:
         embeddings resized to the input, normalised, then classified."""
         return F.softmax(self.logits(self.embed(image, size=image.shape[-2:])), dim=1)
+
+    # ----- the reference's test-time flow (pyscripts/inference/inference_softmax{,_msc}.py) -----------------
+    def window_logits(self, image: Tensor, channels_last: bool = False) -> Tensor:
+        """Logits of ``N x 3 x h x w`` images as the reference computes them: zero padding bottom/right to
+        ``test_crop_size``, windows of that size ending at ``linspace(crop, padded, ceil((padded-crop)/stride)+1)``
+        (int32), each window's embeddings resized to the window and classified, logits averaged where windows
+        overlap, cropped back to ``h x w``."""
+        n, _, h, w = image.shape
+        (ch, cw), (sh, sw) = self.test_crop_size, self.test_stride
+        ph, pw = max(h, ch), max(w, cw)
+        if (ph, pw) != (h, w):
+            image = F.pad(image, (0, pw - w, 0, ph - h))
+        ends_h = np.linspace(ch, ph, math.ceil(1.0 * (ph - ch) / sh) + 1, dtype=np.int32)
+        ends_w = np.linspace(cw, pw, math.ceil(1.0 * (pw - cw) / sw) + 1, dtype=np.int32)
+        if len(ends_h) == 1 and len(ends_w) == 1:  # one window: the padded image (when h, w <= crop)
+            x = image[:, :, :ch, :cw]
+            x = x.contiguous(memory_format=torch.channels_last) if channels_last else x
+            return self.logits(self.embed(x, size=x.shape[-2:])).float()[:, :, :h, :w]
+        total = counts = None
+        for eh in ends_h:
+            for ew in ends_w:
+                eh, ew = int(eh), int(ew)
+                x = image[:, :, eh - ch:eh, ew - cw:ew]
+                x = x.contiguous(memory_format=torch.channels_last) if channels_last else x.contiguous()
+                out = self.logits(self.embed(x, size=x.shape[-2:])).float()
+                if total is None:
+                    total = out.new_zeros((n, out.shape[1], ph, pw))
+                    counts = out.new_zeros((1, 1, ph, pw))
+                total[:, :, eh - ch:eh, ew - cw:ew] += out
+                counts[:, :, eh - ch:eh, ew - cw:ew] += 1
+        return (total / counts)[:, :, :h, :w]
+
+    @torch.no_grad()
+    def multiscale_raw_scores(self, inputs: Sequence[Tensor], size: Sequence[int], flip: bool = True,
+                              aggregation: str = "sum", channels_last: bool = False) -> Tensor:
+        """Summed class probabilities at the original ``size``, as SPML's inference scripts compute them.
+
+        ``test_image_size == 0`` (``inference_softmax_msc.py``): per pyramid image (and its mirror, padded on the
+        right after flipping as the reference does) :meth:`window_logits`, bilinear (``align_corners=False``) to
+        ``size``, softmax, un-flip, summed in the reference's order (flipped first).
+        ``test_image_size > 0`` (``inference_softmax.py``; one scale only): the image's longer side is first
+        resized to ``test_image_size`` (cv2 bilinear), and the probabilities at that resolution are mapped back with
+        cv2's nearest-neighbour rule, so their argmax is the reference's nearest-resized argmax.
+        ``aggregation="mean"`` divides by the number of maps (the CRF scripts' ``np.mean``)."""
+        if aggregation not in ("sum", "mean"):
+            raise ValueError(f"aggregation must be sum or mean, not {aggregation!r}")
+        if self.test_image_size > 0 and len(inputs) != 1:
+            raise ValueError(f"test_image_size={self.test_image_size} reproduces inference_softmax.py, which has "
+                             f"one scale; use scales=[1.0] (got {len(inputs)} scales) or test_image_size=0")
+        size = (int(size[0]), int(size[1]))
+        total, count = None, 0
+        for x in inputs:
+            if self.test_image_size > 0:
+                x = cv2_resize_longer_side(x, self.test_image_size)
+            b = x.shape[0]
+            logits = self.window_logits(torch.cat([x.flip(-1), x]) if flip else x, channels_last)
+            if self.test_image_size > 0:
+                probs = F.softmax(logits, dim=1)
+                iy = torch.from_numpy(cv2_nearest_index(probs.shape[-2], size[0])).to(probs.device)
+                ix = torch.from_numpy(cv2_nearest_index(probs.shape[-1], size[1])).to(probs.device)
+                probs = probs.index_select(2, iy).index_select(3, ix)
+            else:
+                probs = F.softmax(F.interpolate(logits, size=size, mode="bilinear", align_corners=False), dim=1)
+            parts = [probs[:b].flip(-1), probs[b:]] if flip else [probs]
+            for part in parts:
+                total = part if total is None else total + part
+                count += 1
+        return total / count if aggregation == "mean" else total
 
 
     # ----- training -----------------------------------------------------------------------------
