@@ -4,7 +4,8 @@ The seed repos (PSA, SEAM, RTC) resize the uint8 image with PIL bicubic to ``(ro
 before normalising (``resize=pil_bicubic``); ``resize=bilinear`` resizes the normalised float image with
 ``torch`` instead; ``resize=cv2_bilinear`` is SPML's ``create_image_pyramid`` (``spml/data/transforms.py: resize``):
 ``cv2.resize(..., INTER_LINEAR)`` of the normalised float32 HxWx3 image to ``(int(W*s), int(H*s))``.
-Images of the same size form a batch, so every scale is one forward of the whole batch (and its flips) with bit-identical per-image results.
+Images of the same size form a batch, so every scale is one forward of the whole batch (and its flips) with
+bit-identical per-image results.
 """
 from __future__ import annotations
 
