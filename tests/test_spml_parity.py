@@ -3,9 +3,8 @@
 Fixtures: tests/fixtures/spml/ (README says how they were made)."""
 from __future__ import annotations
 
+import importlib.util
 import json
-import math
-import zlib
 from pathlib import Path
 
 import numpy as np
@@ -18,20 +17,14 @@ from wsss.methods.spml import SPMLModule
 FIX = Path(__file__).parent / "fixtures" / "spml"
 
 
-def seeded(key: str, shape, dtype) -> torch.Tensor:
-    """The fixture weight rule (README): generator seeded with crc32 of the official key."""
-    g = torch.Generator().manual_seed(zlib.crc32(key.encode()))
-    if key.endswith("num_batches_tracked"):
-        return torch.zeros(shape, dtype=dtype)
-    if key.endswith("running_var"):
-        return 0.5 + torch.rand(shape, generator=g)
-    if key.endswith("running_mean"):
-        return 0.1 * torch.randn(shape, generator=g)
-    if key.endswith("bias"):
-        return 0.1 * torch.randn(shape, generator=g)
-    if len(shape) == 1:
-        return 1.0 + 0.1 * torch.randn(shape, generator=g)
-    return torch.randn(shape, generator=g) * math.sqrt(1.0 / int(np.prod(shape[1:])))
+def _load_seeded():
+    spec = importlib.util.spec_from_file_location("spml_seeded_state", FIX / "seeded_state.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod.seeded
+
+
+seeded = _load_seeded()  # the fixture weight rule (README), shared with the fixture scripts
 
 
 def official_file(tmp_path: Path, name: str) -> Path:
