@@ -62,10 +62,11 @@ def cam_model():
 
 
 def infer_cfg(root: Path, out: Path, *overrides):
+    voc = not any(o.startswith("dataset=") for o in overrides)
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        cfg = compose(config_name="infer", overrides=["ckpt=unused", f"dataset.root={root}", "dataset.packaged_lists=false",
-                                                      "device=cpu", "loader_workers=0", "workers=1", "progress=false",
-                                                      *overrides])
+        cfg = compose(config_name="infer", overrides=["ckpt=unused", f"dataset.root={root}", "device=cpu",
+                                                      "loader_workers=0", "workers=1", "progress=false", *overrides]
+                      + (["dataset.packaged_lists=false"] if voc else []))
     with open_dict(cfg):
         cfg.out_dir = str(out)
     return cfg
@@ -191,3 +192,21 @@ def test_a_checkpoint_of_another_method_is_refused(tmp_path, synthetic_root):
     fit(cfg)
     with pytest.raises(ValueError, match="method 'cam', not 'rtc'"):
         load_for_inference(cfg, tmp_path / "train" / "checkpoints" / "last.ckpt", "rtc")
+
+
+def test_densepose_layout_split_and_gt(tmp_path):
+    """dataset=densepose: images under images/<split2014>/, GT in segcls/densepose/gray, labels derived from GT."""
+    from wsss.data.densepose import PART_NAMES, write_synthetic_densepose
+
+    root = write_synthetic_densepose(tmp_path / "dp", num_train=2, num_val=3, image_size=(48, 40))
+    torch.manual_seed(0)
+    model = CAMModule(backbone={"name": "tiny"}, num_classes=15, class_names=list(PART_NAMES),
+                      bg={"rule": "threshold", "threshold": 0.3}).eval()
+    cfg = infer_cfg(root, tmp_path / "out", "dataset=densepose", "split=minival2014", "scales=[1.0]", "flip=false")
+    metrics = run(cfg, model)
+    ids = sorted(p.stem for p in (tmp_path / "out" / "pred").glob("*.png"))
+    assert len(ids) == 3 and "mIoU" in metrics["pred"]
+    for image_id in ids:
+        gt = read_label_png(root / "segcls" / "densepose" / "gray" / f"{image_id}.png")
+        present = sorted(int(k) - 1 for k in np.unique(gt) if 0 < k < 15)
+        assert sorted(load_score_dict(tmp_path / "out" / "scores" / f"{image_id}.npy")) == present
