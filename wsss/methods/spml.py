@@ -38,6 +38,10 @@ DEFAULT_LOSSES = {
 }
 
 
+#: other DDP ranks' images get ids below -OTHER_RANK_OFFSET * rank index (never equal to a local or memory id)
+OTHER_RANK_OFFSET = 1 << 40
+
+
 class SummedASPP(nn.Module):
     """DeepLab v2 ASPP as SPML builds it: four dilated 3x3 convs (6/12/18/24) with bias, summed,
     no BN / ReLU. Keys ``aspp_{1..4}.0.{weight,bias}`` as in the official checkpoints."""
@@ -129,10 +133,12 @@ class SPMLModule(ProbabilityScores, WSSSModule):
                  memory_bank_size: int = 2, trainable_backbone: Optional[Sequence[str]] = None,
                  lr_mult: Mapping | None = None, warmup_steps: int = 100, weights: Optional[str] = None,
                  inference: Mapping | None = None, test_crop_size: Union[int, Sequence[int]] = 512,
-                 test_stride: Union[int, Sequence[int]] = 512, test_image_size: int = 0):
+                 test_stride: Union[int, Sequence[int]] = 512, test_image_size: int = 0,
+                 sync_prototypes: bool = True, val_multiscale: bool = False):
         super().__init__(backbone=backbone, num_classes=num_classes, class_names=class_names,
                          bg=bg or {"rule": "learned"}, optim=optim, scheduler=scheduler,
-                         eval_with_labels=eval_with_labels, log_images=log_images, inference=inference)
+                         eval_with_labels=eval_with_labels, log_images=log_images, inference=inference,
+                         val_multiscale=val_multiscale)
         self.save_hyperparameters(ignore=["weights"])
         self.head = build_embedding_head(head, self.backbone.out_channels, embedding_dim, head_channels)
         self.classifier = softmax_classifier(embedding_dim, num_classes, dropout)
@@ -158,6 +164,7 @@ class SPMLModule(ProbabilityScores, WSSSModule):
         self.test_stride = _pair(test_stride, "test_stride")
         self.test_image_size = int(test_image_size)
         self._memory: List[Dict[str, Tensor]] = []
+        self.sync_prototypes = bool(sync_prototypes)
         self._batch_offset = 0
         if self.trainable_backbone is not None:
             for name, p in self.backbone.named_parameters():
@@ -291,7 +298,8 @@ class SPMLModule(ProbabilityScores, WSSSModule):
             emb32 = emb.float()
             segs = build_segments(emb32, sem, reg, valid, self.num_clusters, self.kmeans_iterations,
                                   local=self._local(image.float(), size), loc_embedding_scale=self.loc_embedding_scale)
-            losses = self._contrastive_losses(segs, cls)
+            others = self.other_rank_segments(segs, cls)
+            losses = self._contrastive_losses(segs, cls, others)
         # softmax classifier on detached embeddings, full-resolution CE (unlabelled / padding ignored)
         logits = F.interpolate(self.logits(emb.detach()), size=weak.shape[-2:], mode="bilinear", align_corners=False)
         target = torch.where(weak >= c, torch.full_like(weak, IGNORE), weak)
@@ -301,21 +309,25 @@ class SPMLModule(ProbabilityScores, WSSSModule):
         out = {"sem_ann": (ce + losses.pop("sem_ann")) * w_ann}
         for name, value in losses.items():
             out[name] = value * self.loss_cfg[name]["weight"]
-        self._push_memory(segs, cls, image.shape[0])
+        self._push_memory(segs, cls, image.shape[0], others)
         return out
 
-    def _contrastive_losses(self, segs, cls: Tensor) -> Dict[str, Tensor]:
+    def _contrastive_losses(self, segs, cls: Tensor, others: Optional[Dict[str, Tensor]] = None) -> Dict[str, Tensor]:
+        """The four relations of this rank's pixels against its own segments, ``others`` (the other DDP
+        ranks' segments, see :meth:`other_rank_segments`) and the memory bank."""
         c = self.num_classes
         cfg = self.loss_cfg
         tags = torch.cat([torch.zeros_like(cls[:, :1]), cls], dim=1)[:, 1:c]  # foreground tags (reference: [1:C])
         protos, proto_labels = segs.prototype, segs.segment_label
         proto_tags, proto_batch, proto_loc = tags[segs.segment_batch], segs.segment_batch, segs.prototype_loc
-        if self._memory:
-            protos = torch.cat([protos] + [m["prototype"] for m in self._memory])
-            proto_labels = torch.cat([proto_labels] + [m["label"] for m in self._memory])
-            proto_tags = torch.cat([proto_tags] + [m["tags"] for m in self._memory])
-            proto_batch = torch.cat([proto_batch] + [m["batch"] for m in self._memory])
-            proto_loc = torch.cat([proto_loc] + [m["prototype_loc"] for m in self._memory])
+        # local segments first: pixel_segment indexes them directly in the pooled list
+        banks = ([others] if others is not None else []) + self._memory
+        if banks:
+            protos = torch.cat([protos] + [m["prototype"] for m in banks])
+            proto_labels = torch.cat([proto_labels] + [m["label"] for m in banks])
+            proto_tags = torch.cat([proto_tags] + [m["tags"] for m in banks])
+            proto_batch = torch.cat([proto_batch] + [m["batch"] for m in banks])
+            proto_loc = torch.cat([proto_loc] + [m["prototype_loc"] for m in banks])
         out: Dict[str, Tensor] = {}
         # semantic annotation: labelled pixels vs labelled segments
         pix_lab = segs.pixel_label < c
@@ -343,8 +355,51 @@ class SPMLModule(ProbabilityScores, WSSSModule):
                                                protos, aff_tags, cfg["feat_aff"]["concentration"])
         return out
 
+    def other_rank_segments(self, segs, cls: Tensor) -> Optional[Dict[str, Tensor]]:
+        """Under DDP, the segments of every other rank, as the reference's multi-GPU step pools all GPUs'
+        prototypes before the loss (``train.py``: ``gather_clustering_and_update_prototypes``).
+
+        Prototypes are gathered differentiably (``torch.distributed.nn.all_gather``: gradients reach the
+        rank that made them), so DDP's gradient average equals the reference's mean of per-GPU losses.
+        Other ranks' image indices are moved to disjoint negative ids. None in a single process.
+        """
+        import torch.distributed as dist
+
+        if not (self.sync_prototypes and dist.is_available() and dist.is_initialized()) or dist.get_world_size() < 2:
+            return None
+        from torch.distributed.nn.functional import all_gather as gather_with_grad
+
+        world, me = dist.get_world_size(), dist.get_rank()
+        c = self.num_classes
+        tags = torch.cat([torch.zeros_like(cls[:, :1]), cls], dim=1)[:, 1:c][segs.segment_batch]
+        count = torch.tensor([segs.prototype.shape[0]], device=segs.prototype.device)
+        counts = [torch.zeros_like(count) for _ in range(world)]
+        dist.all_gather(counts, count)
+        top = max(int(n) for n in counts)
+
+        def padded(t: Tensor) -> Tensor:
+            out = t.new_zeros((top,) + tuple(t.shape[1:]))
+            out[: t.shape[0]] = t
+            return out
+
+        def gather_plain(t: Tensor) -> List[Tensor]:
+            parts = [torch.zeros_like(padded(t)) for _ in range(world)]
+            dist.all_gather(parts, padded(t).contiguous())
+            return parts
+
+        gathered = {"prototype": list(gather_with_grad(padded(segs.prototype).contiguous())),
+                    "prototype_loc": gather_plain(segs.prototype_loc.detach()),
+                    "label": gather_plain(segs.segment_label), "tags": gather_plain(tags),
+                    "batch": gather_plain(segs.segment_batch)}
+        ranks = [r for r in range(world) if r != me]
+        out = {k: torch.cat([v[r][: int(counts[r])] for r in ranks]) for k, v in gathered.items()}
+        offsets = torch.cat([torch.full((int(counts[r]),), -(i + 1) * OTHER_RANK_OFFSET, dtype=torch.long,
+                                        device=count.device) for i, r in enumerate(ranks)])
+        out["batch"] = out["batch"] + offsets
+        return out
+
     @torch.no_grad()
-    def _push_memory(self, segs, cls: Tensor, batch_size: int) -> None:
+    def _push_memory(self, segs, cls: Tensor, batch_size: int, others: Optional[Dict[str, Tensor]] = None) -> None:
         """Keep the last ``memory_bank_size`` batches' prototypes (detached) as extra negatives/positives."""
         if self.memory_bank_size <= 0:
             return
@@ -352,9 +407,13 @@ class SPMLModule(ProbabilityScores, WSSSModule):
         tags = torch.cat([torch.zeros_like(cls[:, :1]), cls], dim=1)[:, 1:c]
         for m in self._memory:
             m["batch"] = m["batch"] + batch_size  # keep memory images distinct from the current batch
-        self._memory.append({"prototype": segs.prototype.detach(), "label": segs.segment_label,
-                             "tags": tags[segs.segment_batch], "batch": segs.segment_batch + batch_size,
-                             "prototype_loc": segs.prototype_loc.detach()})
+        entry = {"prototype": segs.prototype.detach(), "label": segs.segment_label,
+                 "tags": tags[segs.segment_batch], "batch": segs.segment_batch + batch_size,
+                 "prototype_loc": segs.prototype_loc.detach()}
+        if others is not None:  # the reference's bank holds every GPU's prototypes
+            entry = {k: torch.cat([v, others[k].detach() + (batch_size if k == "batch" else 0)])
+                     for k, v in entry.items()}
+        self._memory.append(entry)
         self._memory = self._memory[-self.memory_bank_size:]
 
     # ----- optimisation -------------------------------------------------------------------------
