@@ -257,7 +257,8 @@ def report(cfg, items: List[SplitItem], dirs: Dict[str, Path], model, out_dir: P
     metrics = {}
     for kind in ("pred", "crf"):
         if kind in dirs:
-            res = evaluate_dir(dirs[kind], gt_dir, ids, "png", model.num_classes, model.class_names)
+            res = evaluate_dir(dirs[kind], gt_dir, ids, "png", model.num_classes, model.class_names,
+                               workers=max(1, int(cfg.workers)))
             print(f"== {kind} ==\n{format_table(res)}")
             metrics[kind] = {k: res[k] for k in ("mIoU", "mIoU_seam", "IoU", "IoU_seam", "precision", "recall")}
     atomic_write_bytes(out_dir / "metrics.json", (json.dumps(metrics, indent=1) + "\n").encode())
