@@ -11,7 +11,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 from PIL import Image
 
 from wsss.checkpoints import rtc as rtc_ckpt
@@ -19,7 +18,6 @@ from wsss.methods.rtc import RTCModule
 
 FIX = Path(__file__).parent / "fixtures" / "rtc"
 VOC_FEATURES = {"low": "conv3", "mid": "conv4", "high": "conv5", "final": "conv6"}
-MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 
 def _seeded_state_module():
@@ -114,27 +112,21 @@ def test_mxnet_params_is_refused(tmp_path):
         rtc_ckpt.read_official(path)
 
 
-def reference_inference(model: RTCModule, image: Image.Image, scales=(0.5, 1.0, 1.5, 2.0)) -> np.ndarray:
-    """contrast_infer.py's rule: PIL bicubic to (round(W*s), round(H*s)), ImageNet mean/std, + flip;
-    raw scores resized to the image (bilinear, align_corners=False), averaged over the 8 inputs."""
-    w, h = image.size
-    total, count = 0.0, 0
-    with torch.no_grad():
-        for s in scales:
-            arr = np.asarray(image.resize((round(w * s), round(h * s)), resample=Image.BICUBIC), np.float32) / 255.0
-            x = torch.from_numpy(((arr - MEAN) / STD).astype(np.float32).transpose(2, 0, 1))[None]
-            for flip in (False, True):
-                inp = x.flip(-1) if flip else x
-                raw = model.raw_scores(inp)
-                raw = raw.flip(-1) if flip else raw
-                total = total + F.interpolate(raw, size=(h, w), mode="bilinear", align_corners=False)[0]
-                count += 1
-    return (total / count).numpy()
+def shared_inference(model: RTCModule, image: Image.Image, scales=(0.5, 1.0, 1.5, 2.0)) -> np.ndarray:
+    """wsss's shared multi-scale + flip inference (what ``python -m wsss.infer`` runs) with RTC's recipe:
+    PIL bicubic to (round(W*s), round(H*s)), ImageNet mean/std, + flip, mean of the 8 resized raw maps."""
+    from wsss.inference.data import image_pyramid
+    from wsss.inference.multiscale import aggregate_raw_scores
+
+    arr = np.asarray(image)
+    inputs = [x[None] for x in image_pyramid(arr, scales, "pil_bicubic")]
+    raw = aggregate_raw_scores(model, inputs, arr.shape[:2], flip=True, aggregation=model.score_aggregation)
+    return raw[0].numpy()
 
 
 @pytest.fixture(scope="module")
 def ours_cams(imported):
-    return reference_inference(imported, Image.open(FIX / "image.png").convert("RGB"))
+    return shared_inference(imported, Image.open(FIX / "image.png").convert("RGB"))
 
 
 def test_parity_with_reference_contrast_infer(imported, ours_cams):
