@@ -170,6 +170,10 @@ def test_bad_inputs_name_the_file(tmp_path, mixed_root, cam_model):
     torch.save({"conv1.weight": torch.zeros(1)}, other)
     with pytest.raises(ValueError, match="not a wsss Lightning checkpoint.*method="):
         load_for_inference(cfg, other, None)
+    spml_like = tmp_path / "model-3999.pth"
+    torch.save({"embedding_model": {}, "prediction_model": {}}, spml_like)
+    with pytest.raises(ValueError, match="looks like an SPML release: add method=spml"):
+        load_for_inference(cfg, spml_like, None)
     broken = tmp_path / "VOC"
     (broken / "ImageSets/Segmentation").mkdir(parents=True)
     (broken / "JPEGImages").mkdir()

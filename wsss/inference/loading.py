@@ -28,6 +28,23 @@ def read_wsss_checkpoint_info(path: Path) -> Optional[dict]:
     return dict(info) if isinstance(info, dict) else None
 
 
+def guess_release(path: Path) -> str:
+    """``"; it looks like ... (method=NAME)"`` for a file one of the importers recognises, else ``""``."""
+    from wsss.checkpoints import rtc, spml
+
+    try:
+        if path.is_dir():
+            path = spml.find_checkpoint_file(path)
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:  # noqa: BLE001 - unreadable: the caller's message stands alone
+        return ""
+    if rtc.is_official(obj):
+        return "; it looks like the RTC release: add method=rtc"
+    if isinstance(obj, dict) and {"embedding_model", "prediction_model"} <= set(obj):
+        return "; it looks like an SPML release: add method=spml"
+    return f"; it looks like {rtc.describe(obj)}"
+
+
 def official_experiment(method: str, path: Path) -> str:
     """The published recipe (``conf/experiment``) whose architecture an official file of ``method`` needs."""
     if method not in OFFICIAL_IMPORTERS:
@@ -49,7 +66,7 @@ def load_for_inference(cfg, ckpt: Path, method_choice: Optional[str]):
         return load_method_checkpoint(ckpt)
     if method_choice is None or cfg.get("method") is None:
         raise ValueError(f"{ckpt} is not a wsss Lightning checkpoint; for an authors' release add method=<name> "
-                         f"(importers: {sorted(OFFICIAL_IMPORTERS)})")
+                         f"(importers: {sorted(OFFICIAL_IMPORTERS)}){guess_release(ckpt)}")
     model = build_method(cfg)
     model.load_official(str(ckpt))
     return model
