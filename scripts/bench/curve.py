@@ -80,17 +80,22 @@ def generate(root: Path, num: int, seed: int = 0) -> list[str]:
     return ids
 
 
+def seam_predict(path: Path, threshold: float) -> np.ndarray:
+    """SEAM's rule for one score file: a constant background plane, argmax over all 21 rows."""
+    d = np.load(path, allow_pickle=True).item()
+    h, w = list(d.values())[0].shape
+    tensor = np.zeros((N, h, w), np.float32)
+    for key in d.keys():
+        tensor[key + 1] = d[key]
+    tensor[0] = threshold
+    return np.argmax(tensor, axis=0)
+
+
 def seam_loop(pred_dir: Path, gt_dir: Path, ids, threshold: float) -> np.ndarray:
     """SEAM evaluation.py for one threshold (single process): per-class IoU over all 21."""
     TP, P, T = np.zeros(N, np.int64), np.zeros(N, np.int64), np.zeros(N, np.int64)
     for name in ids:
-        d = np.load(pred_dir / f"{name}.npy", allow_pickle=True).item()
-        h, w = list(d.values())[0].shape
-        tensor = np.zeros((N, h, w), np.float32)
-        for key in d.keys():
-            tensor[key + 1] = d[key]
-        tensor[0] = threshold
-        predict = np.argmax(tensor, axis=0).astype(np.uint8)
+        predict = seam_predict(pred_dir / f"{name}.npy", threshold).astype(np.uint8)
         gt = np.array(Image.open(gt_dir / f"{name}.png"))
         cal = gt < 255
         mask = (predict == gt) * cal
@@ -105,13 +110,7 @@ def bincount_loop(pred_dir: Path, gt_dir: Path, ids, threshold: float) -> np.nda
     """Same per-threshold re-reading, with one bincount confusion per file."""
     conf = np.zeros(N * N, np.int64)
     for name in ids:
-        d = np.load(pred_dir / f"{name}.npy", allow_pickle=True).item()
-        h, w = list(d.values())[0].shape
-        tensor = np.zeros((N, h, w), np.float32)
-        for key in d.keys():
-            tensor[key + 1] = d[key]
-        tensor[0] = threshold
-        predict = np.argmax(tensor, axis=0)
+        predict = seam_predict(pred_dir / f"{name}.npy", threshold)
         gt = np.array(Image.open(gt_dir / f"{name}.png"))
         keep = gt < 255
         conf += np.bincount(gt[keep].astype(np.int64) * N + predict[keep], minlength=N * N)
