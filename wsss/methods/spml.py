@@ -25,7 +25,8 @@ from wsss.methods.base import ProbabilityScores, WSSSModule
 from wsss.methods.spml_losses import (image_similarity_loss, nearest_labelled_tags, segsort_loss,
                                       set_segsort_loss)
 from wsss.data.supervision import SEGMENT_PAD
-from wsss.models.segsort import build_segments, l2_normalize, location_features, smoothed_colors
+from wsss.models.segsort import (build_segments, grid_labels, l2_normalize, location_features,
+                                 segment_mean_directions, smoothed_colors, spherical_kmeans)
 
 log = logging.getLogger(__name__)
 IGNORE = 255
@@ -134,7 +135,9 @@ class SPMLModule(ProbabilityScores, WSSSModule):
                  lr_mult: Mapping | None = None, warmup_steps: int = 100, weights: Optional[str] = None,
                  inference: Mapping | None = None, test_crop_size: Union[int, Sequence[int]] = 512,
                  test_stride: Union[int, Sequence[int]] = 512, test_image_size: int = 0,
-                 sync_prototypes: bool = True, val_multiscale: bool = False):
+                 sync_prototypes: bool = True, val_multiscale: bool = False,
+                 retrieval_memory: Optional[str] = None, retrieval_num_clusters: Sequence[int] = (12, 12),
+                 retrieval_top_k: int = 20):
         super().__init__(backbone=backbone, num_classes=num_classes, class_names=class_names,
                          bg=bg or {"rule": "learned"}, optim=optim, scheduler=scheduler,
                          eval_with_labels=eval_with_labels, log_images=log_images, inference=inference,
@@ -166,6 +169,12 @@ class SPMLModule(ProbabilityScores, WSSSModule):
         self._memory: List[Dict[str, Tensor]] = []
         self.sync_prototypes = bool(sync_prototypes)
         self._batch_offset = 0
+        self.retrieval_num_clusters = [int(v) for v in retrieval_num_clusters]
+        self.retrieval_top_k = int(retrieval_top_k)
+        self.retrieval_memory: Optional[str] = None
+        self._retrieval_bank: Optional[Tuple[Tensor, Tensor]] = None
+        if retrieval_memory:
+            self.set_retrieval_memory(retrieval_memory)
         if self.trainable_backbone is not None:
             for name, p in self.backbone.named_parameters():
                 if not any(name == t or name.startswith(t + ".") for t in self.trainable_backbone):
@@ -237,6 +246,8 @@ class SPMLModule(ProbabilityScores, WSSSModule):
         ``aggregation="mean"`` divides by the number of maps (the CRF scripts' ``np.mean``)."""
         if aggregation not in ("sum", "mean"):
             raise ValueError(f"aggregation must be sum or mean, not {aggregation!r}")
+        if self.retrieval_memory is not None:
+            return self.retrieval_votes(inputs, size, flip, channels_last)
         if self.test_image_size > 0 and len(inputs) != 1:
             raise ValueError(f"test_image_size={self.test_image_size} reproduces inference_softmax.py, which has "
                              f"one scale; use scales=[1.0] (got {len(inputs)} scales) or test_image_size=0")
@@ -487,3 +498,177 @@ class SPMLModule(ProbabilityScores, WSSSModule):
         logits = self.logits(self.embed(t, size=t.shape[-2:]))
         pred = logits.argmax(1)[0, :rh, :rw].cpu().numpy().astype(np.uint8)
         return cv2.resize(pred, (w, h), interpolation=cv2.INTER_NEAREST)
+
+    # ----- segment retrieval (pyscripts/inference/prototype.py + inference.py) ----------------------
+    def window_embeddings(self, image: Tensor, channels_last: bool = False) -> Tensor:
+        """``N x D x ph x pw`` embeddings of the image zero-padded bottom/right to ``test_crop_size``, as
+        ``prototype.py`` / ``inference.py`` compute them: per window (the :meth:`window_logits` grid) the embeddings
+        resized to the window and unit-normalised, summed where windows overlap, divided by the window count."""
+        n, _, h, w = image.shape
+        (ch, cw), (sh, sw) = self.test_crop_size, self.test_stride
+        ph, pw = max(h, ch), max(w, cw)
+        if (ph, pw) != (h, w):
+            image = F.pad(image, (0, pw - w, 0, ph - h))
+        ends_h = np.linspace(ch, ph, math.ceil(1.0 * (ph - ch) / sh) + 1, dtype=np.int32)
+        ends_w = np.linspace(cw, pw, math.ceil(1.0 * (pw - cw) / sw) + 1, dtype=np.int32)
+        total = counts = None
+        for eh in ends_h:
+            for ew in ends_w:
+                eh, ew = int(eh), int(ew)
+                x = image[:, :, eh - ch:eh, ew - cw:ew]
+                x = x.contiguous(memory_format=torch.channels_last) if channels_last else x.contiguous()
+                out = l2_normalize(self.embed(x, size=x.shape[-2:]).float(), dim=1)
+                if total is None:
+                    total = out.new_zeros((n, out.shape[1], ph, pw))
+                    counts = out.new_zeros((1, 1, ph, pw))
+                total[:, :, eh - ch:eh, ew - cw:ew] += out
+                counts[:, :, eh - ch:eh, ew - cw:ew] += 1
+        return total / counts
+
+    def retrieval_segments(self, image: Tensor, channels_last: bool = False) -> List[Tuple[Tensor, Tensor]]:
+        """Segments of ``N x 3 x h x w`` (already resized) images as the retrieval scripts make them: the padded
+        :meth:`window_embeddings`, vMF k-means on ``normalize([normalize(emb), loc])`` from a
+        ``retrieval_num_clusters`` grid over the *padded* size (location features too), padding pixels excluded
+        (``generate_clusters`` with the scripts' fake labels, 255 on the padding), clusters renumbered in order.
+
+        Returns per image ``(prototypes M x D, segment index of each pixel, h x w)``: prototypes are the unit mean
+        direction of the unit embeddings (``calculate_prototypes_from_labels``)."""
+        n, _, h, w = image.shape
+        emb = self.window_embeddings(image, channels_last)
+        d, ph, pw = emb.shape[1:]
+        flat = l2_normalize(emb.permute(0, 2, 3, 1).reshape(n, ph * pw, d))
+        loc = location_features((ph, pw), flat.device, flat.dtype).reshape(1, ph * pw, 2).expand(n, -1, -1)
+        flat_loc = l2_normalize(torch.cat([flat, loc], dim=-1))
+        init = grid_labels(self.retrieval_num_clusters, (ph, pw), flat.device).view(-1)
+        valid = torch.zeros(ph, pw, dtype=torch.bool, device=flat.device)
+        valid[:h, :w] = True
+        valid = valid.view(1, -1).expand(n, -1)
+        if self.kmeans_iterations > 0:
+            clusters = spherical_kmeans(flat_loc, init, int(init.max()) + 1, valid, self.kmeans_iterations)
+        else:
+            clusters = init.expand(n, -1)
+        out = []
+        for i in range(n):
+            keep = clusters[i].view(ph, pw)[:h, :w].reshape(-1)
+            _, index = torch.unique(keep, return_inverse=True)
+            pixels = flat[i].view(ph, pw, d)[:h, :w].reshape(-1, d)
+            out.append((segment_mean_directions(pixels, index, int(index.max()) + 1), index.view(h, w)))
+        return out
+
+    @torch.no_grad()
+    def memory_entries(self, image: Tensor, label: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+        """``prototype.py`` for one ``1 x 3 x H x W`` normalised image and its ``H x W`` label map: the image's
+        longer side to ``test_image_size`` (cv2 bilinear; labels cv2 nearest) when > 0, segments
+        (:meth:`retrieval_segments`), and each segment's majority label (ties: the lowest label; 255 counts as a
+        label and is dropped when the memory is loaded, as ``inference.py`` does). Returns float32 ``M x D``
+        prototypes and int64 ``M`` labels."""
+        import cv2
+
+        if self.test_image_size > 0:
+            image = cv2_resize_longer_side(image, self.test_image_size)
+            rh, rw = image.shape[-2:]
+            label = cv2.resize(np.ascontiguousarray(label), (rw, rh), interpolation=cv2.INTER_NEAREST)
+        if tuple(label.shape) != tuple(image.shape[-2:]):
+            raise ValueError(f"label map {tuple(label.shape)} does not match the image {tuple(image.shape[-2:])}")
+        protos, index = self.retrieval_segments(image)[0]
+        seg = index.reshape(-1).cpu().numpy()
+        lab = np.asarray(label, np.int64).reshape(-1)
+        num_labels = int(lab.max()) + 1
+        votes = np.bincount(seg * num_labels + lab, minlength=protos.shape[0] * num_labels)
+        majority = votes.reshape(protos.shape[0], num_labels).argmax(1)
+        return protos.float().cpu().numpy(), majority.astype(np.int64)
+
+    def set_retrieval_memory(self, path: Optional[str]) -> None:
+        """Predict by segment retrieval against the memory file ``path`` (``python -m wsss.spml_memory``);
+        None: back to the softmax head."""
+        self.retrieval_memory = None if path is None else str(path)
+        self._retrieval_bank = None
+        if path is None:
+            return
+        from pathlib import Path
+
+        file = Path(str(path)).expanduser()
+        if not file.is_file():
+            raise FileNotFoundError(f"retrieval memory not found: {file}; write it with python -m wsss.spml_memory "
+                                    "ckpt=... dataset.root=... split=train_aug out=MEMORY.npz")
+        with np.load(file) as data:
+            if "prototypes" not in data or "labels" not in data:
+                raise ValueError(f"{file}: not an SPML memory (needs 'prototypes' and 'labels'; python -m wsss.spml_memory)")
+            protos, labels = data["prototypes"].astype(np.float32), data["labels"].astype(np.int64)
+            settings = {k: data[k].tolist() for k in ("num_clusters", "iterations", "test_image_size",
+                                                      "test_crop_size", "test_stride") if k in data}
+        self._adopt_memory_settings(file, settings)
+        keep = labels != IGNORE  # inference.py: prototypes of the ignore class are removed
+        protos, labels = protos[keep], labels[keep]
+        if protos.ndim != 2 or protos.shape[1] != self.hparams.embedding_dim:
+            raise ValueError(f"{file}: prototypes of shape {protos.shape}; this model embeds in "
+                             f"{self.hparams.embedding_dim} dimensions")
+        if labels.size and (labels.min() < 0 or labels.max() >= self.num_classes):
+            raise ValueError(f"{file}: labels outside 0..{self.num_classes - 1} (and 255)")
+        if labels.size < self.retrieval_top_k:
+            raise ValueError(f"{file}: {labels.size} prototypes with a label; retrieval_top_k={self.retrieval_top_k} "
+                             "needs at least that many")
+        self._retrieval_bank = (torch.from_numpy(protos), torch.from_numpy(labels))
+
+    def _adopt_memory_settings(self, file, settings: Mapping) -> None:
+        """The test segments are made as the memory's were (the reference's prototype.py and inference.py read one
+        config): grid, k-means iterations, image size, crop and stride recorded in the memory file win."""
+        current = {"num_clusters": list(self.retrieval_num_clusters), "iterations": self.kmeans_iterations,
+                   "test_image_size": self.test_image_size, "test_crop_size": list(self.test_crop_size),
+                   "test_stride": list(self.test_stride)}
+        changed = {k: v for k, v in settings.items() if current[k] != v}
+        if changed:
+            log.info("%s: using the memory's settings %s (model had %s)", file, changed,
+                     {k: current[k] for k in changed})
+        if "num_clusters" in settings:
+            self.retrieval_num_clusters = [int(v) for v in settings["num_clusters"]]
+        if "iterations" in settings:
+            self.kmeans_iterations = int(settings["iterations"])
+        if "test_image_size" in settings:
+            self.test_image_size = int(settings["test_image_size"])
+        if "test_crop_size" in settings:
+            self.test_crop_size = _pair(settings["test_crop_size"], "test_crop_size")
+        if "test_stride" in settings:
+            self.test_stride = _pair(settings["test_stride"], "test_stride")
+
+    def retrieve_labels(self, prototypes: Tensor) -> Tensor:
+        """``segsort.py: predictions``: each segment prototype's ``retrieval_top_k`` most similar memory
+        prototypes (``argsort`` of the dot products, descending; rows in the reference's <= 10 groups), their labels,
+        and the majority vote per segment (ties: the lowest label). Returns ``M x num_classes`` vote counts."""
+        bank, bank_labels = self._retrieval_bank
+        bank, bank_labels = bank.to(prototypes.device), bank_labels.to(prototypes.device)
+        n = prototypes.shape[0]
+        groups = max(1, min(10, n - 1))
+        step = n // groups
+        bounds = [i * step for i in range(groups)] + [n]
+        votes = prototypes.new_zeros((n, self.num_classes))
+        for st, ed in zip(bounds[:-1], bounds[1:]):
+            sim = torch.mm(prototypes[st:ed].float(), bank.t())
+            top = torch.argsort(sim, 1, descending=True)[:, :self.retrieval_top_k]
+            labels = bank_labels[top]
+            votes[st:ed].scatter_add_(1, labels, torch.ones_like(labels, dtype=votes.dtype))
+        return votes
+
+    @torch.no_grad()
+    def retrieval_votes(self, inputs: Sequence[Tensor], size: Sequence[int], flip: bool = False,
+                        channels_last: bool = False) -> Tensor:
+        """``inference.py``: ``B x num_classes x H x W`` vote fractions (of ``retrieval_top_k``) of each pixel's
+        segment; their argmax (ties: lowest class) is the script's label map. One scale, no flip: the longer side
+        to ``test_image_size`` (when > 0), segments, retrieval, cv2 nearest back to ``size``."""
+        if len(inputs) != 1 or flip:
+            raise ValueError("segment retrieval (method.retrieval_memory) reproduces inference.py, which has one scale "
+                             "and no flip: use scales=[1.0] flip=false")
+        if self._retrieval_bank is None:
+            self.set_retrieval_memory(self.retrieval_memory)
+        x = inputs[0]
+        if self.test_image_size > 0:
+            x = cv2_resize_longer_side(x, self.test_image_size)
+        size = (int(size[0]), int(size[1]))
+        iy = torch.from_numpy(cv2_nearest_index(x.shape[-2], size[0])).to(x.device)
+        ix = torch.from_numpy(cv2_nearest_index(x.shape[-1], size[1])).to(x.device)
+        out = []
+        for protos, index in self.retrieval_segments(x.float(), channels_last):
+            votes = self.retrieve_labels(protos) / float(self.retrieval_top_k)
+            maps = votes[index.reshape(-1)].view(index.shape[0], index.shape[1], -1).permute(2, 0, 1)
+            out.append(maps.index_select(1, iy).index_select(2, ix))
+        return torch.stack(out)
