@@ -104,6 +104,11 @@ def test_retrieval_matches_inference_py(tmp_path, release, voc_root):
     ref = REF["labels_retrieval"]
     assert len(np.unique(ref)) >= 4
     np.testing.assert_array_equal(pred, ref)
+    # the top-level `retrieval_memory=` key reaches a model built without one (how a wsss checkpoint is loaded)
+    cfg = infer_cfg(voc_root, tmp_path / "out2", "crf=none", "scales=[1.0]", "flip=false", "classes=all",
+                    f"retrieval_memory={memory}")
+    infer_run(cfg, model_for(release))
+    np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "out2" / "pred" / "test.png")), ref)
 
 
 def test_memory_settings_win_and_head_path_unchanged(tmp_path, release):

@@ -199,6 +199,10 @@ def run(cfg: DictConfig, model=None) -> dict:
     from wsss.inference.multiscale import aggregate_raw_scores
     from wsss.postprocess.crf import Background, CRFPreset, load_preset
 
+    if cfg.get("retrieval_memory"):  # SPML segment retrieval, for a wsss checkpoint or a release alike
+        if not hasattr(model, "set_retrieval_memory"):
+            raise ValueError(f"retrieval_memory= is SPML's segment retrieval; method '{model.method_name}' has none")
+        model.set_retrieval_memory(str(cfg.retrieval_memory))
     device = pick_device(str(cfg.device))
     model = model.to(device).eval()
     if cfg.get("channels_last"):
