@@ -269,36 +269,15 @@ def report(cfg, items: List[SplitItem], dirs: Dict[str, Path], model, out_dir: P
     return metrics
 
 
-def official_recipe_cfg(cfg: DictConfig) -> DictConfig:
-    """With ``method=NAME`` and an authors' release (not a wsss checkpoint) but no ``experiment=``, compose
-    again with the published recipe that fits the release (e.g. ``rtc_voc``: ResNet-38, 21 classes)."""
-    from hydra import compose
-    from hydra.core.hydra_config import HydraConfig
-
-    from wsss.inference.loading import official_experiment, read_wsss_checkpoint_info
-
-    choices = HydraConfig.get().runtime.choices
-    method = choices.get("method")
-    ckpt = Path(str(cfg.ckpt)).expanduser()
-    if method is None or choices.get("experiment") is not None or not ckpt.exists():
-        return cfg
-    if read_wsss_checkpoint_info(ckpt) is not None:
-        return cfg
-    experiment = official_experiment(method, ckpt)
-    log.info("%s: an official %s release; using the architecture of experiment=%s", ckpt, method, experiment)
-    overrides = list(HydraConfig.get().overrides.task) + [f"experiment={experiment}"]
-    return compose(config_name="infer", overrides=overrides)
-
-
 @hydra.main(version_base="1.3", config_path="../conf", config_name="infer")
 def main(cfg: DictConfig) -> None:
     from hydra.core.hydra_config import HydraConfig
 
-    from wsss.inference.loading import load_for_inference
+    from wsss.inference.loading import load_for_inference, official_recipe_cfg
 
     if cfg.get("threads"):
         torch.set_num_threads(int(cfg.threads))
-    cfg = official_recipe_cfg(cfg)
+    cfg = official_recipe_cfg(cfg, "infer")
     method_choice = HydraConfig.get().runtime.choices.get("method")
     model = load_for_inference(cfg, Path(str(cfg.ckpt)).expanduser(), method_choice)
     metrics = run(cfg, model)

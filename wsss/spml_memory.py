@@ -109,27 +109,6 @@ def run(cfg: DictConfig, model) -> Path:
     return out
 
 
-def official_recipe_cfg(cfg: DictConfig) -> DictConfig:
-    """As ``wsss.infer.official_recipe_cfg``: an official release with ``method=spml`` and no ``experiment=``
-    gets the architecture of its published recipe."""
-    from hydra import compose
-    from hydra.core.hydra_config import HydraConfig
-
-    from wsss.inference.loading import official_experiment, read_wsss_checkpoint_info
-
-    choices = HydraConfig.get().runtime.choices
-    method = choices.get("method")
-    ckpt = Path(str(cfg.ckpt)).expanduser()
-    if method is None or choices.get("experiment") is not None or not ckpt.exists():
-        return cfg
-    if read_wsss_checkpoint_info(ckpt) is not None:
-        return cfg
-    experiment = official_experiment(method, ckpt)
-    log.info("%s: an official %s release; using the architecture of experiment=%s", ckpt, method, experiment)
-    overrides = list(HydraConfig.get().overrides.task) + [f"experiment={experiment}"]
-    return compose(config_name="spml_memory", overrides=overrides)
-
-
 #: ``method.KEY`` overrides applied to a loaded model (a wsss checkpoint otherwise keeps its saved values)
 SETTINGS = ("test_image_size", "test_crop_size", "test_stride", "retrieval_num_clusters", "kmeans.iterations")
 
@@ -158,11 +137,11 @@ def apply_settings(model, cfg: DictConfig, overrides) -> None:
 def main(cfg: DictConfig) -> None:
     from hydra.core.hydra_config import HydraConfig
 
-    from wsss.inference.loading import load_for_inference
+    from wsss.inference.loading import load_for_inference, official_recipe_cfg
 
     if cfg.get("threads"):
         torch.set_num_threads(int(cfg.threads))
-    cfg = official_recipe_cfg(cfg)
+    cfg = official_recipe_cfg(cfg, "spml_memory")
     method_choice = HydraConfig.get().runtime.choices.get("method")
     model = load_for_inference(cfg, Path(str(cfg.ckpt)).expanduser(), method_choice)
     if cfg.get("method") is not None:

@@ -2,12 +2,15 @@
 from __future__ import annotations
 
 import importlib
+import logging
 from pathlib import Path
 from typing import Optional
 
 import torch
 
 from wsss.engine import build_method, load_method_checkpoint
+
+log = logging.getLogger(__name__)
 
 #: methods with an importer for the authors' released checkpoints -> module with ``official_experiment(path)``
 OFFICIAL_IMPORTERS = {"rtc": "wsss.checkpoints.rtc", "spml": "wsss.checkpoints.spml"}
@@ -51,6 +54,26 @@ def official_experiment(method: str, path: Path) -> str:
         raise ValueError(f"{path}: not a wsss Lightning checkpoint, and method '{method}' has no official-checkpoint "
                          f"importer (methods with one: {sorted(OFFICIAL_IMPORTERS)})")
     return importlib.import_module(OFFICIAL_IMPORTERS[method]).official_experiment(path)
+
+
+def official_recipe_cfg(cfg, config_name: str):
+    """With ``method=NAME`` and an authors' release (not a wsss checkpoint) but no ``experiment=``, compose
+    ``config_name`` again with the published recipe that fits the release (e.g. ``rtc_voc``: ResNet-38, 21
+    classes). Call from inside a ``@hydra.main`` entry point."""
+    from hydra import compose
+    from hydra.core.hydra_config import HydraConfig
+
+    choices = HydraConfig.get().runtime.choices
+    method = choices.get("method")
+    ckpt = Path(str(cfg.ckpt)).expanduser()
+    if method is None or choices.get("experiment") is not None or not ckpt.exists():
+        return cfg
+    if read_wsss_checkpoint_info(ckpt) is not None:
+        return cfg
+    experiment = official_experiment(method, ckpt)
+    log.info("%s: an official %s release; using the architecture of experiment=%s", ckpt, method, experiment)
+    overrides = list(HydraConfig.get().overrides.task) + [f"experiment={experiment}"]
+    return compose(config_name=config_name, overrides=overrides)
 
 
 def load_for_inference(cfg, ckpt: Path, method_choice: Optional[str]):
