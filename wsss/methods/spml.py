@@ -202,11 +202,10 @@ class SPMLModule(ProbabilityScores, WSSSModule):
         return F.softmax(self.logits(self.embed(image, size=image.shape[-2:])), dim=1)
 
     # ----- the reference's test-time flow (pyscripts/inference/inference_softmax{,_msc}.py) -----------------
-    def window_logits(self, image: Tensor, channels_last: bool = False) -> Tensor:
-        """Logits of ``N x 3 x h x w`` images as the reference computes them: zero padding bottom/right to
-        ``test_crop_size``, windows of that size ending at ``linspace(crop, padded, ceil((padded-crop)/stride)+1)``
-        (int32), each window's embeddings resized to the window and classified, logits averaged where windows
-        overlap, cropped back to ``h x w``."""
+    def sliding_window_average(self, image: Tensor, per_window, channels_last: bool = False) -> Tensor:
+        """``per_window(x)`` over the reference's test windows, averaged where they overlap: the image is
+        zero-padded bottom/right to ``test_crop_size`` and windows of that size end at
+        ``linspace(crop, padded, ceil((padded-crop)/stride)+1)`` (int32). Returns ``N x K x ph x pw``."""
         n, _, h, w = image.shape
         (ch, cw), (sh, sw) = self.test_crop_size, self.test_stride
         ph, pw = max(h, ch), max(w, cw)
@@ -214,23 +213,27 @@ class SPMLModule(ProbabilityScores, WSSSModule):
             image = F.pad(image, (0, pw - w, 0, ph - h))
         ends_h = np.linspace(ch, ph, math.ceil(1.0 * (ph - ch) / sh) + 1, dtype=np.int32)
         ends_w = np.linspace(cw, pw, math.ceil(1.0 * (pw - cw) / sw) + 1, dtype=np.int32)
-        if len(ends_h) == 1 and len(ends_w) == 1:  # one window: the padded image (when h, w <= crop)
-            x = image[:, :, :ch, :cw]
-            x = x.contiguous(memory_format=torch.channels_last) if channels_last else x
-            return self.logits(self.embed(x, size=x.shape[-2:])).float()[:, :, :h, :w]
         total = counts = None
         for eh in ends_h:
             for ew in ends_w:
                 eh, ew = int(eh), int(ew)
                 x = image[:, :, eh - ch:eh, ew - cw:ew]
                 x = x.contiguous(memory_format=torch.channels_last) if channels_last else x.contiguous()
-                out = self.logits(self.embed(x, size=x.shape[-2:])).float()
+                out = per_window(x)
                 if total is None:
                     total = out.new_zeros((n, out.shape[1], ph, pw))
                     counts = out.new_zeros((1, 1, ph, pw))
                 total[:, :, eh - ch:eh, ew - cw:ew] += out
                 counts[:, :, eh - ch:eh, ew - cw:ew] += 1
-        return (total / counts)[:, :, :h, :w]
+        return total / counts
+
+    def window_logits(self, image: Tensor, channels_last: bool = False) -> Tensor:
+        """Logits of ``N x 3 x h x w`` images as the reference computes them: each window's embeddings resized
+        to the window and classified, averaged over windows (:meth:`sliding_window_average`), cropped to h x w."""
+        h, w = image.shape[-2:]
+        logits = self.sliding_window_average(
+            image, lambda x: self.logits(self.embed(x, size=x.shape[-2:])).float(), channels_last)
+        return logits[:, :, :h, :w]
 
     @torch.no_grad()
     def multiscale_raw_scores(self, inputs: Sequence[Tensor], size: Sequence[int], flip: bool = True,
@@ -502,28 +505,10 @@ class SPMLModule(ProbabilityScores, WSSSModule):
     # ----- segment retrieval (pyscripts/inference/prototype.py + inference.py) ----------------------
     def window_embeddings(self, image: Tensor, channels_last: bool = False) -> Tensor:
         """``N x D x ph x pw`` embeddings of the image zero-padded bottom/right to ``test_crop_size``, as
-        ``prototype.py`` / ``inference.py`` compute them: per window (the :meth:`window_logits` grid) the embeddings
-        resized to the window and unit-normalised, summed where windows overlap, divided by the window count."""
-        n, _, h, w = image.shape
-        (ch, cw), (sh, sw) = self.test_crop_size, self.test_stride
-        ph, pw = max(h, ch), max(w, cw)
-        if (ph, pw) != (h, w):
-            image = F.pad(image, (0, pw - w, 0, ph - h))
-        ends_h = np.linspace(ch, ph, math.ceil(1.0 * (ph - ch) / sh) + 1, dtype=np.int32)
-        ends_w = np.linspace(cw, pw, math.ceil(1.0 * (pw - cw) / sw) + 1, dtype=np.int32)
-        total = counts = None
-        for eh in ends_h:
-            for ew in ends_w:
-                eh, ew = int(eh), int(ew)
-                x = image[:, :, eh - ch:eh, ew - cw:ew]
-                x = x.contiguous(memory_format=torch.channels_last) if channels_last else x.contiguous()
-                out = l2_normalize(self.embed(x, size=x.shape[-2:]).float(), dim=1)
-                if total is None:
-                    total = out.new_zeros((n, out.shape[1], ph, pw))
-                    counts = out.new_zeros((1, 1, ph, pw))
-                total[:, :, eh - ch:eh, ew - cw:ew] += out
-                counts[:, :, eh - ch:eh, ew - cw:ew] += 1
-        return total / counts
+        ``prototype.py`` / ``inference.py`` compute them: per window the embeddings resized to the window and
+        unit-normalised, averaged where windows overlap (:meth:`sliding_window_average`)."""
+        return self.sliding_window_average(
+            image, lambda x: l2_normalize(self.embed(x, size=x.shape[-2:]).float(), dim=1), channels_last)
 
     def retrieval_segments(self, image: Tensor, channels_last: bool = False) -> List[Tuple[Tensor, Tensor]]:
         """Segments of ``N x 3 x h x w`` (already resized) images as the retrieval scripts make them: the padded
