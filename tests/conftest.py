@@ -66,3 +66,14 @@ def constant_background_miou(cfg) -> float:
         gt = gt[gt != 255]
         np.add.at(conf, (gt, np.zeros_like(gt)), 1)
     return scores_from_confusion(conf)["mIoU"]
+
+
+@pytest.fixture
+def one_thread():
+    """Tiny convolutions: one torch thread is fastest and immune to a busy second core (barrier spinning)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

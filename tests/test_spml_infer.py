@@ -16,7 +16,7 @@ from PIL import Image
 
 from conftest import CONF_DIR
 from test_infer import infer_cfg
-from test_spml_parity import FIX, official_file, voc_model
+from test_spml_parity import FIX, release, voc_model  # noqa: F401 (release is a fixture)
 from wsss.data.formats import load_score_dict
 from wsss.infer import run
 
@@ -24,18 +24,7 @@ REF = np.load(FIX / "infer_voc12.npz")
 H, W = REF["image"].shape[:2]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny convolutions: one thread is fastest, and immune to a busy second core (barrier spinning)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def release(tmp_path_factory):
-    return official_file(tmp_path_factory.mktemp("spml_release"), "voc12")
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

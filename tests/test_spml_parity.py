@@ -41,6 +41,12 @@ def official_file(tmp_path: Path, name: str) -> Path:
     return out / "model-3999.pth"
 
 
+@pytest.fixture(scope="module")
+def release(tmp_path_factory):
+    """An official-layout VOC12 release file with the seeded weights (module-scoped: ResNet-101 is large)."""
+    return official_file(tmp_path_factory.mktemp("spml_release"), "voc12")
+
+
 def voc_model(**kw) -> SPMLModule:
     return SPMLModule(backbone={"name": "resnet101_deepstem", "output_stride": 8}, num_classes=21, head="aspp",
                       embedding_dim=64, **kw)

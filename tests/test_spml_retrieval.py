@@ -16,7 +16,7 @@ from PIL import Image
 
 from conftest import CONF_DIR
 from test_infer import infer_cfg
-from test_spml_parity import FIX, official_file, voc_model
+from test_spml_parity import FIX, release, voc_model  # noqa: F401 (release is a fixture)
 from wsss import spml_memory
 from wsss.infer import run as infer_run
 
@@ -24,17 +24,7 @@ REF = np.load(FIX / "retrieval_voc12.npz")
 MEMORY_IDS = [str(i) for i in REF["memory_ids"]]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def release(tmp_path_factory):
-    return official_file(tmp_path_factory.mktemp("spml_release"), "voc12")
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def png_as_jpg(path: Path, image: np.ndarray) -> None:
