@@ -20,15 +20,6 @@ TERMS = ("cls", "min_pool", "er", "ecr", "struct", "nce_intra", "nce_cross_label
 TINY_HEAD = dict(proj_dim=32, mid_dim=8, deep_dim=16, aspp_dim=32, seg_dim=32, low_dim=8, seg_dilation=2)
 
 
-@pytest.fixture
-def one_thread():
-    """The suite runs beside other jobs on 2 cores: one thread avoids oversubscription stalls."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def _no_dropout(model):
     for m in model.modules():
         if isinstance(m, torch.nn.Dropout2d):
