@@ -271,15 +271,9 @@ def report(cfg, items: List[SplitItem], dirs: Dict[str, Path], model, out_dir: P
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="infer")
 def main(cfg: DictConfig) -> None:
-    from hydra.core.hydra_config import HydraConfig
+    from wsss.inference.loading import model_from_cli
 
-    from wsss.inference.loading import load_for_inference, official_recipe_cfg
-
-    if cfg.get("threads"):
-        torch.set_num_threads(int(cfg.threads))
-    cfg = official_recipe_cfg(cfg, "infer")
-    method_choice = HydraConfig.get().runtime.choices.get("method")
-    model = load_for_inference(cfg, Path(str(cfg.ckpt)).expanduser(), method_choice)
+    cfg, model = model_from_cli(cfg, "infer")
     metrics = run(cfg, model)
     print(f"outputs: {Path(str(cfg.out_dir)).expanduser()}")
     if "pred" in metrics:

@@ -137,13 +137,9 @@ def apply_settings(model, cfg: DictConfig, overrides) -> None:
 def main(cfg: DictConfig) -> None:
     from hydra.core.hydra_config import HydraConfig
 
-    from wsss.inference.loading import load_for_inference, official_recipe_cfg
+    from wsss.inference.loading import model_from_cli
 
-    if cfg.get("threads"):
-        torch.set_num_threads(int(cfg.threads))
-    cfg = official_recipe_cfg(cfg, "spml_memory")
-    method_choice = HydraConfig.get().runtime.choices.get("method")
-    model = load_for_inference(cfg, Path(str(cfg.ckpt)).expanduser(), method_choice)
+    cfg, model = model_from_cli(cfg, "spml_memory")
     if cfg.get("method") is not None:
         apply_settings(model, cfg, HydraConfig.get().overrides.task)
     run(cfg, model)

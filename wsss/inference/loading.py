@@ -93,3 +93,15 @@ def load_for_inference(cfg, ckpt: Path, method_choice: Optional[str]):
     model = build_method(cfg)
     model.load_official(str(ckpt))
     return model
+
+
+def model_from_cli(cfg, config_name: str):
+    """What every inference entry point does first, from inside ``@hydra.main``: torch threads, the official
+    recipe for an authors' release (:func:`official_recipe_cfg`), and the model. Returns ``(cfg, model)``."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if cfg.get("threads"):
+        torch.set_num_threads(int(cfg.threads))
+    cfg = official_recipe_cfg(cfg, config_name)
+    method_choice = HydraConfig.get().runtime.choices.get("method")
+    return cfg, load_for_inference(cfg, Path(str(cfg.ckpt)).expanduser(), method_choice)
