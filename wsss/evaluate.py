@@ -31,6 +31,7 @@ from wsss.data.formats import (IGNORE_INDEX, VOC_CLASSES, DataFormatError, atomi
                                load_score_dict, read_image, read_label_png, read_split_list)
 from wsss.metrics.confusion import scores_from_confusion
 from wsss.metrics.curve import ThresholdCurve, best_foreground, best_threshold_index, default_thresholds
+from wsss.paths import config_dir
 
 TYPES = ("png", "npy")
 
@@ -395,7 +396,7 @@ def run(cfg) -> dict:
     return res
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="evaluate")
+@hydra.main(version_base="1.3", config_path=config_dir(), config_name="evaluate")
 def main(cfg: DictConfig) -> float:
     return run(cfg)["mIoU_seam"]
 

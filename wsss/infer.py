@@ -32,6 +32,7 @@ from omegaconf import DictConfig
 
 from wsss.data.formats import (atomic_write_bytes, load_cls_labels, read_image, read_label_png, save_score_dict,
                                write_label_png)
+from wsss.paths import config_dir
 
 log = logging.getLogger(__name__)
 
@@ -269,7 +270,7 @@ def report(cfg, items: List[SplitItem], dirs: Dict[str, Path], model, out_dir: P
     return metrics
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="infer")
+@hydra.main(version_base="1.3", config_path=config_dir(), config_name="infer")
 def main(cfg: DictConfig) -> None:
     from wsss.inference.loading import model_from_cli
 

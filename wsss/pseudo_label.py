@@ -29,6 +29,7 @@ from wsss.data.formats import (atomic_write_bytes, load_score_dict, read_image, 
                                write_label_png)
 from wsss.data.voc import VOCLayout
 from wsss.metrics.confusion import confusion_matrix_np, scores_from_confusion
+from wsss.paths import config_dir
 from wsss.postprocess.crf import Background, CRFPreset, refine, worker_pool
 
 log = logging.getLogger(__name__)
@@ -273,7 +274,7 @@ def run(cfg) -> dict:
     return res
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="pseudo_label")
+@hydra.main(version_base="1.3", config_path=config_dir(), config_name="pseudo_label")
 def main(cfg: DictConfig) -> float:
     res = run(cfg)
     return float(res.get("mIoU_seam", float("nan")))

@@ -29,6 +29,8 @@ import numpy as np
 import torch
 from omegaconf import DictConfig
 
+from wsss.paths import config_dir
+
 log = logging.getLogger(__name__)
 
 
@@ -133,7 +135,7 @@ def apply_settings(model, cfg: DictConfig, overrides) -> None:
             setattr(model, key, _pair(value, key))
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="spml_memory")
+@hydra.main(version_base="1.3", config_path=config_dir(), config_name="spml_memory")
 def main(cfg: DictConfig) -> None:
     from hydra.core.hydra_config import HydraConfig
 

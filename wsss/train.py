@@ -5,9 +5,10 @@ import hydra
 from omegaconf import DictConfig
 
 from wsss.engine import fit, summary_lines
+from wsss.paths import config_dir
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="train")
+@hydra.main(version_base="1.3", config_path=config_dir(), config_name="train")
 def main(cfg: DictConfig) -> float:
     metrics = fit(cfg)
     if metrics:

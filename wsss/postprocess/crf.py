@@ -143,12 +143,14 @@ def _plain(cfg) -> dict:
 
 
 def load_preset(name: str) -> CRFPreset:
-    """Read ``conf/crf/NAME.yaml`` from the repository (for scripts and tests without Hydra)."""
+    """Read ``conf/crf/NAME.yaml`` (:func:`wsss.paths.config_dir`; for scripts and tests without Hydra)."""
     from pathlib import Path
 
     from omegaconf import OmegaConf
 
-    path = Path(__file__).resolve().parents[2] / "conf" / "crf" / f"{name}.yaml"
+    from wsss.paths import config_dir
+
+    path = Path(config_dir()) / "crf" / f"{name}.yaml"
     if not path.is_file():
         known = sorted(p.stem for p in path.parent.glob("*.yaml"))
         raise FileNotFoundError(f"crf preset '{name}' not found at {path}; known presets: {known}")
