@@ -138,3 +138,50 @@ def test_other_network_in_params_is_named(tmp_path):
     path.write_bytes(mxw.encode_list({"arg:conv1_1_weight": np.zeros((2, 3, 3, 3), np.float32)}, "v2"))
     with pytest.raises(MXNetFormatError, match="vgg.params.*not ResNet-38"):
         convert_resnet38d(read_ndarray_list(path), path)
+
+
+# --- the converter script on inputs it cannot convert: one clear line naming the file, no traceback, exit != 0
+
+def _run_convert(*args, cwd):
+    import subprocess
+    import sys
+
+    return subprocess.run([sys.executable, str(ROOT / "scripts/convert_mxnet_params.py"), *map(str, args)],
+                          cwd=cwd, capture_output=True, text=True, timeout=300)
+
+
+@pytest.mark.parametrize("zipped", [True, False], ids=["zip", "legacy_pickle"])
+def test_convert_script_on_pytorch_file_says_no_conversion_needed(tmp_path, zipped):
+    path = tmp_path / "resnet38d_imagenet.pth"
+    torch.save({"conv1a.weight": torch.zeros(2, 3, 3, 3)}, path, _use_new_zipfile_serialization=zipped)
+    out = tmp_path / "out.pth"
+    proc = _run_convert(path, out, cwd=tmp_path)
+    assert proc.returncode != 0
+    assert "Traceback" not in proc.stderr, proc.stderr
+    assert str(path) in proc.stderr and "PyTorch checkpoint" in proc.stderr, proc.stderr
+    assert f"backbone.weights={path}" in proc.stderr and "no conversion" in proc.stderr, proc.stderr
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("case", ["missing", "directory", "empty", "garbage", "truncated", "other_network"])
+def test_convert_script_on_unreadable_input_names_the_file(tmp_path, case):
+    path = tmp_path / f"{case}.params"
+    expect = {"missing": "not found", "directory": "not a file", "empty": "empty", "garbage": "magic",
+              "truncated": "truncated", "other_network": "not ResNet-38"}[case]
+    if case == "directory":
+        path.mkdir()
+    elif case == "empty":
+        path.write_bytes(b"")
+    elif case == "garbage":
+        path.write_bytes(b"\x01\x02garbage" * 8)
+    elif case == "truncated":
+        data = mxw.encode_list(_sample_arrays(), "v2")
+        path.write_bytes(data[: len(data) // 2])
+    elif case == "other_network":
+        path.write_bytes(mxw.encode_list({"arg:conv1_1_weight": np.zeros((2, 3, 3, 3), np.float32)}, "v2"))
+    out = tmp_path / "out.pth"
+    proc = _run_convert(path, out, cwd=tmp_path)
+    assert proc.returncode != 0
+    assert "Traceback" not in proc.stderr, proc.stderr
+    assert str(path) in proc.stderr and expect in proc.stderr, proc.stderr
+    assert not out.exists()
