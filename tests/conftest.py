@@ -36,6 +36,7 @@ def compose_train_cfg(output_dir: Path, data_root: Path | None = None, overrides
             cfg.dataset.root = str(data_root)
             if cfg.dataset.get("synthetic") is not None:
                 cfg.dataset.synthetic = {k: (list(v) if isinstance(v, tuple) else v) for k, v in TINY_SET.items()}
+                cfg.dataset.synthetic_home = None  # explicit: the tiny set lives at data_root
     return cfg
 
 
@@ -77,3 +78,12 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="session")
+def voc_folder(tmp_path_factory) -> Path:
+    """A small VOC 2012-layout folder from tests/vocgen.py (21 classes, 6 train / 3 val images, weak labels)."""
+    from vocgen import write_voc_folder
+
+    return write_voc_folder(tmp_path_factory.mktemp("vocgen") / "VOC2012", num_train=6, num_val=3,
+                            size_range=(72, 100), weak=True)

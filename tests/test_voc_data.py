@@ -9,7 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
-from wsss.data.formats import (DataFormatError, load_cls_labels, load_cls_labels_npy, read_split_list,
+from wsss.data.formats import (DataFormatError, load_cls_labels, load_cls_labels_npy, read_label_png, read_split_list,
                                write_label_png)
 from wsss.data.voc import VOCDataModule, VOCSegmentation, packaged_voc12_file, pad_collate
 
@@ -46,12 +46,23 @@ def _voc_root(tmp_path: Path, synthetic_root: Path, ids=("2007_000032", "2007_00
     return root
 
 
+def test_voc_ids_take_labels_from_the_roots_masks(tmp_path, synthetic_root):
+    """A VOC-layout set that is not VOC may reuse VOC's ids: its own masks win over the packaged VOC labels."""
+    root = _voc_root(tmp_path, synthetic_root)
+    (root / "ImageSets" / "Segmentation" / "mini.txt").write_text("2007_000032\n2007_000039\n")
+    sample = VOCSegmentation(root, "mini", num_classes=21, packaged_fallback=True, load_mask=False)[0]
+    mask = read_label_png(root / "SegmentationClass" / "2007_000032.png")
+    present = sorted(int(c) - 1 for c in np.unique(mask) if 0 < c < 255)
+    assert torch.nonzero(sample["cls"]).flatten().tolist() == present != [0, 14]
+
+
 def test_real_voc_ids_use_packaged_labels(tmp_path, synthetic_root):
     root = _voc_root(tmp_path, synthetic_root)
+    shutil.rmtree(root / "SegmentationClass")  # no masks: the labels can only come from the packaged file
     (root / "ImageSets" / "Segmentation" / "mini.txt").write_text(
         "/JPEGImages/2007_000032.jpg /SegmentationClassAug/2007_000032.png\n"
         "/JPEGImages/2007_000039.jpg /SegmentationClassAug/2007_000039.png\n")
-    ds = VOCSegmentation(root, "mini", num_classes=21, packaged_fallback=True)
+    ds = VOCSegmentation(root, "mini", num_classes=21, packaged_fallback=True, load_mask=False)
     sample = ds[0]
     assert sample["name"] == "2007_000032"
     # real VOC label of 2007_000032: aeroplane + person (from the packaged cls_labels)
@@ -119,14 +130,14 @@ def test_missing_root(tmp_path):
 def test_missing_image(broken_root):
     image_id = _first_val(broken_root)
     (broken_root / "JPEGImages" / f"{image_id}.jpg").unlink()
-    with pytest.raises(FileNotFoundError, match=rf"{image_id}.*expected .*JPEGImages/{image_id}.jpg"):
+    with pytest.raises(FileNotFoundError, match=rf"1 images named in split 'val'.*JPEGImages/{image_id}.jpg"):
         VOCSegmentation(broken_root, "val", num_classes=6)
 
 
 def test_missing_mask(broken_root):
     image_id = _first_val(broken_root)
     (broken_root / "SegmentationClass" / f"{image_id}.png").unlink()
-    with pytest.raises(FileNotFoundError, match=rf"mask for '{image_id}'.*SegmentationClass/{image_id}.png"):
+    with pytest.raises(DataFormatError, match=rf"(?s)1 of 17 GT masks.*SegmentationClass/{image_id}.png: missing"):
         VOCSegmentation(broken_root, "val", num_classes=6)
 
 
@@ -134,9 +145,8 @@ def test_rgb_mask_refused(broken_root):
     image_id = _first_val(broken_root)
     path = broken_root / "SegmentationClass" / f"{image_id}.png"
     Image.open(path).convert("RGB").save(path)
-    ds = VOCSegmentation(broken_root, "val", num_classes=6)
-    with pytest.raises(DataFormatError, match=rf"{image_id}.png: label PNG has mode 'RGB'"):
-        ds[0]
+    with pytest.raises(DataFormatError, match=rf"{image_id}.png: mode 'RGB'; label maps must be palette"):
+        VOCSegmentation(broken_root, "val", num_classes=6)
 
 
 def test_class_id_out_of_range(broken_root):
@@ -145,17 +155,15 @@ def test_class_id_out_of_range(broken_root):
     label = np.asarray(Image.open(path)).copy()
     label[0, 0] = 17
     write_label_png(path, label)
-    ds = VOCSegmentation(broken_root, "val", num_classes=6)
     with pytest.raises(DataFormatError, match=rf"{image_id}.png: class ids \[17\] outside 0..5"):
-        ds[0]
+        VOCSegmentation(broken_root, "val", num_classes=6)
 
 
 def test_unreadable_image(broken_root):
     image_id = _first_val(broken_root)
     (broken_root / "JPEGImages" / f"{image_id}.jpg").write_bytes(b"not a jpeg")
-    ds = VOCSegmentation(broken_root, "val", num_classes=6)
     with pytest.raises(DataFormatError, match=rf"{image_id}.jpg: not a readable image"):
-        ds[0]
+        VOCSegmentation(broken_root, "val", num_classes=6)
 
 
 def test_missing_split_list(broken_root):

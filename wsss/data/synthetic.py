@@ -49,6 +49,7 @@ import argparse
 import colorsys
 import contextlib
 import json
+import logging
 import math
 import os
 import shutil
@@ -74,6 +75,8 @@ try:  # POSIX only; elsewhere concurrent generation is merely not serialised
     import fcntl
 except ImportError:  # pragma: no cover
     fcntl = None
+
+log = logging.getLogger(__name__)
 
 #: Bump when the generated content changes so existing sets are regenerated.
 GENERATOR_VERSION = 1
@@ -601,6 +604,32 @@ def ensure_synthetic_voc(root, *, num_train: int = 200, num_val: int = 51,
             if tmp.exists():
                 shutil.rmtree(tmp, ignore_errors=True)
     return root
+
+
+def prepare_synthetic(root, synthetic: Dict | None, home=None) -> Path | None:
+    """Write the synthetic set a dataset config asks for, where it is allowed to; returns the root or None.
+
+    ``home`` is the embedded default location (``conf/dataset/synthetic.yaml``: ``${paths.data_dir}/synthetic``):
+    with it set, a ``dataset.root`` elsewhere is generated only if it already holds a synthetic set, so a typo
+    in ``dataset.root`` is an error instead of a new data set at the typo. ``home=None`` (an explicit
+    ``dataset.synthetic={...}`` on another dataset config) generates at ``root``.
+    """
+    if not synthetic:
+        return None
+    target = Path(root).expanduser().resolve()
+    if home is not None and target != Path(home).expanduser().resolve() and not (target / PARAMS_FILE).is_file():
+        raise FileNotFoundError(
+            f"dataset.root={root} holds no data set. The synthetic set is generated only at its default location "
+            f"{Path(home).expanduser()} (paths.data_dir or WSSS_DATA_DIR move it); for real data pass dataset=voc "
+            "dataset.root=/path/VOC2012, or dataset.synthetic_home=null to generate a synthetic set at this root")
+    params = {k: (tuple(v) if isinstance(v, list) else v) for k, v in dict(synthetic).items()}
+    probe = _params(**{k: params.get(k, d) for k, d in (("num_train", 200), ("num_val", 51),
+                                                        ("image_size", (96, 128)), ("num_classes", 6),
+                                                        ("seed", 0))})
+    if not _is_complete(target, probe):
+        log.info("writing the synthetic data set (%s train / %s val images) to %s", probe["num_train"],
+                 probe["num_val"], target)
+    return ensure_synthetic_voc(target, **params)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

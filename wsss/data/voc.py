@@ -16,6 +16,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from .formats import (IGNORE_INDEX, VOC_CLASSES, DataFormatError, load_cls_labels, read_image,
                       read_label_png, read_split_list)
+from .checks import scan_label_maps
 from .samplers import UnpaddedDistributedSampler
 from .transforms import IMAGENET_MEAN, IMAGENET_STD, build_pipeline, normalize_image
 
@@ -57,10 +58,13 @@ class VOCLayout:
         return read_split_list(self.split_file(split))
 
     def mask_dir(self, split: str, override: str | None = None) -> Path:
-        """GT masks: ``SegmentationClassAug`` for train_aug, else ``SegmentationClass`` (Aug as fallback)."""
+        """GT masks: ``SegmentationClassAug`` for train_aug, else ``SegmentationClass`` (Aug as fallback).
+
+        ``override`` (e.g. ``dataset.pseudo_label_dir``) is a folder of its own: a relative path means the
+        working directory, as every other path given on the command line.
+        """
         if override:
-            path = Path(override)
-            return path if path.is_absolute() else self.root / path
+            return Path(override).expanduser().absolute()
         plain, aug = self.root / "SegmentationClass", self.root / "SegmentationClassAug"
         if split in AUG_SPLITS:
             return aug
@@ -69,12 +73,42 @@ class VOCLayout:
     def mask_path(self, image_id: str, split: str, override: str | None = None) -> Path:
         return self.mask_dir(split, override) / f"{image_id}.png"
 
-    def cls_labels_file(self) -> Optional[Path]:
+    def cls_labels_file(self, packaged: bool | None = None) -> Optional[Path]:
+        """The root's ``cls_labels.npy``/``.txt``; the packaged VOC12 labels only when ``packaged`` (default:
+        the layout's fallback setting) and the root has none."""
         for name in ("cls_labels.npy", "cls_labels.txt"):
             if (self.root / name).is_file():
                 return self.root / name
-        packaged = packaged_voc12_file("cls_labels.txt")
-        return packaged if self.packaged_fallback and packaged.is_file() else None
+        packaged = self.packaged_fallback if packaged is None else packaged
+        path = packaged_voc12_file("cls_labels.txt")
+        return path if packaged and path.is_file() else None
+
+    def image_labels(self, ids: Sequence[str], split: str, num_classes: int, present=None) -> Dict[str, np.ndarray]:
+        """Image-level labels: the root's ``cls_labels`` file, else the classes in the split's GT masks, else
+        (no masks either) the packaged VOC12 labels. Masks come before the packaged file because a VOC-layout
+        set that is not VOC may reuse VOC's image ids. ``present`` (id -> ids) skips re-reading scanned masks."""
+        from .checks import labels_from_present, scan_label_maps
+
+        own = self.cls_labels_file(packaged=False)
+        labels = load_cls_labels(own, num_classes - 1) if own is not None else {}
+        missing = [i for i in ids if i not in labels]
+        if missing and present is None and all(self.mask_path(i, split).is_file() for i in missing):
+            present = scan_label_maps([(i, self.image_path(i), self.mask_path(i, split)) for i in missing],
+                                      num_classes, f"GT masks of split '{split}' (image labels)")
+        if missing and present is not None:
+            labels.update(labels_from_present({i: present[i] for i in missing if i in present}, num_classes))
+            missing = [i for i in ids if i not in labels]
+        if missing and own is None and self.packaged_fallback:
+            packaged = self.cls_labels_file(packaged=True)
+            if packaged is not None:
+                labels.update({k: v for k, v in load_cls_labels(packaged, num_classes - 1).items() if k in missing})
+                missing = [i for i in ids if i not in labels]
+        if missing:
+            raise DataFormatError(
+                f"no image-level label for {len(missing)} images of split '{split}' (e.g. {missing[0]}): not in "
+                f"{own or self.root / 'cls_labels.npy'}, and no GT mask {self.mask_path(missing[0], split)} to "
+                "derive it from; add the masks or a cls_labels.npy (SEAM format) to the root")
+        return labels
 
 
 class VOCSegmentation(Dataset):
@@ -107,60 +141,45 @@ class VOCSegmentation(Dataset):
         self.cls_labels = self._load_cls_labels()
 
     def _check_files(self) -> None:
-        for image_id in self.ids:
-            path = self.layout.image_path(image_id)
-            if not path.is_file():
-                raise FileNotFoundError(
-                    f"image '{image_id}' named in split '{self.split}' ({self.layout.split_file(self.split)}) "
-                    f"is missing: expected {path}")
-            if self.load_mask:
-                mpath = self.layout.mask_path(image_id, self.split, self.mask_override)
-                if not mpath.is_file():
-                    raise FileNotFoundError(
-                        f"mask for '{image_id}' (split '{self.split}') is missing: expected {mpath}")
+        """Every image exists; every mask this split reads is a usable label map (all at once, cached)."""
+        missing = [i for i in self.ids if not self.layout.image_path(i).is_file()]
+        if missing:
+            raise FileNotFoundError(
+                f"{len(missing)} images named in split '{self.split}' ({self.layout.split_file(self.split)}) are "
+                f"missing, e.g. {self.layout.image_path(missing[0])}; fix the list or dataset.root")
+        self._present = None
+        if self.load_mask:
+            what = (f"pseudo labels in {self.layout.mask_dir(self.split, self.mask_override)}"
+                    if self.mask_override else f"GT masks of split '{self.split}'")
+            pairs = [(i, self.layout.image_path(i), self.layout.mask_path(i, self.split, self.mask_override))
+                     for i in self.ids]
+            present = scan_label_maps(pairs, self.num_classes, what)
+            if not self.mask_override:
+                self._present = present
 
     def _load_cls_labels(self) -> Dict[str, np.ndarray]:
-        path = self.layout.cls_labels_file()
-        labels = load_cls_labels(path, self.num_classes - 1) if path is not None else {}
-        missing = [i for i in self.ids if i not in labels]
-        if missing and not self.load_mask:
-            raise DataFormatError(
-                f"no image-level label for {len(missing)} images of split '{self.split}' (e.g. {missing[0]}) in "
-                f"{path or self.layout.root / 'cls_labels.npy'}, and no masks to derive them from")
-        self._derive = set(missing)
-        return labels
+        return self.layout.image_labels(self.ids, self.split, self.num_classes, self._present)
 
     def __len__(self) -> int:
         return len(self.ids)
-
-    def image_label(self, image_id: str, mask: np.ndarray | None) -> np.ndarray:
-        if image_id not in self._derive:
-            return self.cls_labels[image_id]
-        vec = np.zeros(self.num_classes - 1, dtype=np.float32)
-        present = np.unique(mask)
-        present = present[(present > 0) & (present < self.num_classes)]
-        vec[present - 1] = 1.0
-        return vec
 
     def __getitem__(self, index: int) -> dict:
         image_id = self.ids[index]
         image = read_image(self.layout.image_path(image_id))
         sample = {"image": image}
-        mask = None
-        if self.load_mask or image_id in self._derive:
+        if self.load_mask:
             mpath = self.layout.mask_path(image_id, self.split, self.mask_override)
             mask = read_label_png(mpath, self.num_classes)
             if mask.shape != image.shape[:2]:
                 raise DataFormatError(
                     f"{mpath}: mask is {mask.shape[0]}x{mask.shape[1]} but image "
                     f"{self.layout.image_path(image_id)} is {image.shape[0]}x{image.shape[1]}")
-            if self.load_mask:
-                sample["mask"] = mask
+            sample["mask"] = mask
         if self.supervision is not None:
             self.supervision(self.layout, image_id, sample)
         if self.valid_mask:  # 1 on image pixels; crops pad it with 255 like every label map (see is_valid_pixel)
             sample["valid"] = np.ones(image.shape[:2], dtype=np.uint8)
-        label = self.image_label(image_id, mask)
+        label = self.cls_labels[image_id]
         out = self.pipeline(**sample)
         result = {"name": image_id, "cls": torch.from_numpy(label.astype(np.float32)),
                   "image": torch.from_numpy(normalize_image(out["image"], self.mean, self.std)),
@@ -216,8 +235,10 @@ class VOCDataModule(pl.LightningDataModule):
                  pseudo_label_dir: str | None = None, supervision: Optional[Callable] = None,
                  synthetic: Mapping | None = None, packaged_lists: bool = True,
                  mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD,
-                 limit_val_samples: int | None = None, valid_mask: bool = False):
+                 limit_val_samples: int | None = None, valid_mask: bool = False, crop_size: int | None = None,
+                 synthetic_home: str | None = None):
         super().__init__()
+        self.crop_size = crop_size  # the training crop; conf/dataset/*.yaml's transform lists interpolate it
         self.root = root
         self.num_classes = num_classes
         self.class_names = list(class_names)
@@ -231,6 +252,7 @@ class VOCDataModule(pl.LightningDataModule):
         self.pseudo_label_dir = pseudo_label_dir
         self.supervision = supervision
         self.synthetic = dict(synthetic) if synthetic else None
+        self.synthetic_home = synthetic_home
         self.packaged_lists = packaged_lists
         self.mean, self.std = mean, std
         self.limit_val_samples = limit_val_samples
@@ -239,10 +261,9 @@ class VOCDataModule(pl.LightningDataModule):
         self.val_set: Optional[VOCSegmentation] = None
 
     def prepare_data(self) -> None:
-        if self.synthetic is not None:
-            from .synthetic import ensure_synthetic_voc
+        from .synthetic import prepare_synthetic
 
-            ensure_synthetic_voc(self.root, **self.synthetic)
+        prepare_synthetic(self.root, self.synthetic, self.synthetic_home)
 
     def _dataset(self, split: str, train: bool) -> VOCSegmentation:
         return VOCSegmentation(

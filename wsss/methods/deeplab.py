@@ -52,6 +52,14 @@ class DeepLabModule(ProbabilityScores, WSSSModule):
 
 
     # ----- training -----------------------------------------------------------------------
+    def on_fit_start(self) -> None:
+        """A second stage without label maps would fail at its first step: say so before any work."""
+        datamodule = getattr(self.trainer, "datamodule", None)
+        if datamodule is not None and getattr(datamodule, "train_masks", True) is False:
+            raise ValueError("method=deeplab trains on label maps, and the dataset gives none: set "
+                             "dataset.pseudo_label_dir=DIR (pseudo-label PNGs, e.g. from python -m wsss.pseudo_label) "
+                             "or dataset.train_masks=true (the GT masks, fully supervised)")
+
     def training_losses(self, batch: dict) -> Dict[str, torch.Tensor]:
         if "mask" not in batch:
             raise KeyError("method=deeplab trains on label maps: the batch has no 'mask'. Set "

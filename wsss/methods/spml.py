@@ -176,6 +176,13 @@ class SPMLModule(ProbabilityScores, WSSSModule):
         if retrieval_memory:
             self.set_retrieval_memory(retrieval_memory)
         if self.trainable_backbone is not None:
+            names = [n for n, _ in self.backbone.named_parameters()]
+            unknown = [t for t in self.trainable_backbone if not any(n == t or n.startswith(t + ".") for n in names)]
+            if unknown:
+                tops = sorted({n.split(".")[0] for n in names})
+                raise ValueError(f"method.trainable_backbone names {unknown}, which backbone "
+                                 f"'{backbone.get('name')}' does not have (its blocks: {tops}); "
+                                 "set method.trainable_backbone=null to train the whole backbone")
             for name, p in self.backbone.named_parameters():
                 if not any(name == t or name.startswith(t + ".") for t in self.trainable_backbone):
                     p.requires_grad_(False)

@@ -1,0 +1,117 @@
+"""Every recipe and every group option runs: composed, built (datamodule, method, trainer) and fit for one
+step on generated data of its layout, with size overrides only (lightning-hydra-template's test_configs).
+
+A new ``conf/experiment/*.yaml`` or group option is picked up without editing this file. The data are made
+by ``tests/vocgen.py`` (not the embedded synthetic generator) and, for DensePose, its layout writer.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from omegaconf import open_dict
+
+from conftest import CONF_DIR
+from vocgen import write_voc_folder
+from wsss.engine import build_datamodule, build_method, build_trainer
+
+EXPERIMENTS = sorted(p.stem for p in (CONF_DIR / "experiment").glob("*.yaml"))
+GROUPS = {g: sorted(p.stem for p in (CONF_DIR / g).glob("*.yaml")) for g in ("method", "dataset", "supervision",
+                                                                             "backbone")}
+HEAVY_BACKBONES = {"resnet38d", "resnet101", "resnet101_deepstem", "resnet50"}
+SIZES = ["trainer.accelerator=cpu", "trainer.devices=1", "trainer.precision=32", "++trainer.strategy=auto",
+         "++trainer.sync_batchnorm=false", "dataset.batch_size=2", "dataset.val_batch_size=1", "dataset.num_workers=0",
+         "++dataset.crop_size=64", "logger=none"]
+
+
+@pytest.fixture(scope="module")
+def voc_root(tmp_path_factory) -> Path:
+    return write_voc_folder(tmp_path_factory.mktemp("voc") / "VOC2012", num_train=4, num_val=2,
+                            size_range=(72, 100), weak=True)
+
+
+@pytest.fixture(scope="module")
+def densepose_root(tmp_path_factory) -> Path:
+    from wsss.data.densepose import write_synthetic_densepose
+
+    return write_synthetic_densepose(tmp_path_factory.mktemp("dp") / "MSCOCO", num_train=4, num_val=2,
+                                     image_size=(72, 80))
+
+
+def compose_run(overrides, root: Path, out: Path):
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose(config_name="train", overrides=list(overrides), return_hydra_config=True)
+    with open_dict(cfg):
+        choices = dict(cfg.hydra.runtime.choices)
+        del cfg["hydra"]
+        cfg.paths.output_dir = str(out)
+        cfg.dataset.root = str(root)
+        if "synthetic_home" in cfg.dataset:
+            cfg.dataset.synthetic_home = None
+    return cfg, choices
+
+
+def fast_dev_run(cfg) -> None:
+    datamodule = build_datamodule(cfg)
+    model = build_method(cfg)
+    trainer = build_trainer(cfg, fast_dev_run=True, enable_progress_bar=False)
+    trainer.fit(model, datamodule=datamodule)
+    assert trainer.global_step == 1, trainer.global_step
+
+
+def _root_for(choices, voc_root, densepose_root, synthetic_root):
+    return {"voc": voc_root, "densepose": densepose_root}.get(choices["dataset"], synthetic_root)
+
+
+def _mark(name: str, heavy: bool):
+    return pytest.param(name, marks=pytest.mark.slow) if heavy else name
+
+
+@pytest.mark.parametrize("experiment", [_mark(e, True) for e in EXPERIMENTS])
+def test_experiment_trains_one_step(experiment, tmp_path, voc_root, densepose_root, synthetic_root):
+    cfg, choices = compose_run([f"experiment={experiment}"] + SIZES, voc_root, tmp_path)
+    assert choices["experiment"] == experiment
+    with open_dict(cfg):
+        cfg.dataset.root = str(_root_for(choices, voc_root, densepose_root, synthetic_root))
+        if choices["dataset"] == "densepose":
+            cfg.dataset.train_transforms[0]["scale_limit"] = [-0.1, 0.1]
+    fast_dev_run(cfg)
+
+
+@pytest.mark.parametrize("group,option", [
+    pytest.param(g, o, id=f"{g}={o}", marks=[pytest.mark.slow] if g == "backbone" and o in HEAVY_BACKBONES else [])
+    for g, opts in GROUPS.items() for o in opts])
+def test_group_option_trains_one_step(group, option, tmp_path, voc_root, densepose_root, synthetic_root):
+    """Each option with the defaults for everything else; dataset=voc for methods, supervisions and backbones,
+    so that what runs is what `dataset=voc dataset.root=...` runs, not the synthetic preset."""
+    dataset = option if group == "dataset" else "voc"
+    overrides = [f"{group}={option}"] if group == "dataset" else [f"dataset={dataset}", f"{group}={option}"]
+    if group == "supervision":
+        overrides.append("method=spml")  # the method that reads every supervision
+    if option == "deeplab":  # the second stage trains on label PNGs: the GT stands in for pseudo labels
+        overrides.append(f"dataset.pseudo_label_dir={voc_root / 'SegmentationClassAug'}")
+    cfg, choices = compose_run(overrides + SIZES, voc_root, tmp_path)
+    with open_dict(cfg):
+        cfg.dataset.root = str(_root_for(choices, voc_root, densepose_root, synthetic_root))
+    fast_dev_run(cfg)
+
+
+def test_published_names_are_published(tmp_path, voc_root):
+    """`method=rtc dataset=voc` is RTC as published; the CPU sizes apply only on the synthetic set, and say so."""
+    rtc, choices = compose_run(["method=rtc", "dataset=voc"], voc_root, tmp_path)
+    assert choices["preset"] == "voc_rtc"
+    assert rtc.method.head.proj_dim == 256 and rtc.method.seg_start_epoch == 7 and rtc.method.view2_size == 128
+    assert rtc.method.optim.lr == 0.01 and rtc.method.optim.momentum == 5.0e-4
+    small, choices = compose_run(["method=rtc"], voc_root, tmp_path)
+    assert choices["preset"] == "synthetic_rtc" and small.method.head.proj_dim == 64
+    spml, _ = compose_run(["method=spml", "dataset=voc"], voc_root, tmp_path)
+    assert spml.method.kmeans.num_clusters == [6, 6] and spml.method.upsample == 2 and spml.method.dropout == 0.75
+    assert spml.method.memory_bank_size == 2 and spml.method.warmup_steps == 100
+    for name in ("rtc", "spml"):  # every preset names an existing dataset and method
+        assert (CONF_DIR / "method" / f"{name}.yaml").is_file()
+    for preset in (CONF_DIR / "preset").glob("*.yaml"):
+        dataset, _, method = preset.stem.partition("_")
+        assert dataset in GROUPS["dataset"] and method in GROUPS["method"], preset.name

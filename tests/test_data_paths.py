@@ -1,0 +1,100 @@
+"""What users hit first with their own data: the `dataset=voc` crop key, relative paths, a mistyped root,
+bad masks found before training, and the check cache."""
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import compose_train_cfg
+from wsss.data import checks
+from wsss.data.formats import DataFormatError, read_split_list, write_label_png
+from wsss.engine import build_datamodule, fit
+
+
+def _voc_cfg(tmp_path, root, *overrides):
+    return compose_train_cfg(tmp_path / "run", root, ["dataset=voc", "dataset.num_workers=0", "logger=none",
+                                                      "++dataset.crop_size=64", "dataset.batch_size=2",
+                                                      "trainer.enable_progress_bar=false", *overrides])
+
+
+def test_voc_dataset_config_builds(tmp_path, voc_folder):
+    """`dataset=voc dataset.root=...` used to crash on its first line (crop_size unknown to the datamodule)."""
+    dm = build_datamodule(_voc_cfg(tmp_path, voc_folder))
+    dm.setup("fit")
+    assert dm.crop_size == 64 and len(dm.train_set) == 6
+    batch = next(iter(dm.train_dataloader()))
+    assert batch["image"].shape[-1] <= 64 and batch["cls"].shape[1] == 20
+
+
+def test_pseudo_label_dir_is_relative_to_the_working_directory(tmp_path, voc_folder, monkeypatch):
+    work = tmp_path / "work"
+    shutil.copytree(voc_folder / "SegmentationClassAug", work / "runs" / "pseudo")
+    monkeypatch.chdir(work)
+    cfg = _voc_cfg(tmp_path, voc_folder, "method=deeplab", "dataset.pseudo_label_dir=runs/pseudo")
+    dm = build_datamodule(cfg)
+    dm.setup("fit")
+    assert dm.train_set.layout.mask_dir("train_aug", "runs/pseudo") == work / "runs" / "pseudo"
+    assert "mask" in dm.train_set[0]
+    monkeypatch.chdir(tmp_path)  # from elsewhere the same relative path names a folder that is not there
+    with pytest.raises(DataFormatError, match=rf"(?s)pseudo labels in {tmp_path}/runs/pseudo.*missing"):
+        build_datamodule(cfg).setup("fit")
+
+
+def test_mistyped_root_is_not_generated(tmp_path):
+    """The synthetic default generates only at its home; a typo in dataset.root is an error, not a new set."""
+    cfg = compose_train_cfg(tmp_path / "run", None, [f"paths.data_dir={tmp_path / 'data'}",
+                                                      f"dataset.root={tmp_path / 'data' / 'synthtic'}"])
+    with pytest.raises(FileNotFoundError, match=r"holds no data set.*generated only at its default location"):
+        build_datamodule(cfg).prepare_data()
+    assert not (tmp_path / "data" / "synthtic").exists()
+
+
+def test_generation_says_where_it_writes(tmp_path, caplog):
+    cfg = compose_train_cfg(tmp_path / "run", None, [
+        f"paths.data_dir={tmp_path / 'data'}", "dataset.synthetic.num_train=4", "dataset.synthetic.num_val=2",
+        "dataset.synthetic.image_size=[48,48]"])
+    with caplog.at_level("INFO"):
+        build_datamodule(cfg).prepare_data()
+    assert f"to {tmp_path / 'data' / 'synthetic'}" in caplog.text
+    assert (tmp_path / "data" / "synthetic" / "synthetic.json").is_file()
+
+
+@pytest.mark.parametrize("damage", ["mode", "class_id", "size"])
+def test_bad_val_mask_stops_before_training(tmp_path, voc_folder, damage):
+    root = tmp_path / "VOC"
+    shutil.copytree(voc_folder, root)
+    image_id = read_split_list(root / "ImageSets/Segmentation/val.txt")[-1]
+    path = root / "SegmentationClass" / f"{image_id}.png"
+    label = np.asarray(Image.open(path)).copy()
+    if damage == "mode":
+        Image.open(path).convert("RGB").save(path)
+    elif damage == "class_id":
+        label[0, 0] = 37
+        write_label_png(path, label)
+    else:
+        write_label_png(path, label[:-3])
+    cfg = _voc_cfg(tmp_path, root, "trainer.max_epochs=1")
+    with pytest.raises(DataFormatError, match=rf"(?s)before training.*{image_id}.png"):
+        fit(cfg)
+    out = tmp_path / "run"
+    assert not (out / "checkpoints").exists() and not (out / "metrics.json").exists()
+
+
+def test_checks_are_cached_by_size_and_mtime(tmp_path, voc_folder, monkeypatch):
+    monkeypatch.setenv("WSSS_CACHE_DIR", str(tmp_path / "cache"))
+    ids = read_split_list(voc_folder / "ImageSets/Segmentation/val.txt")
+    pairs = [(i, voc_folder / "JPEGImages" / f"{i}.jpg", voc_folder / "SegmentationClass" / f"{i}.png") for i in ids]
+    first = checks.scan_label_maps(pairs, 21, "masks")
+    calls = []
+    real = checks.check_one
+    monkeypatch.setattr(checks, "check_one", lambda *a: calls.append(a) or real(*a))
+    assert checks.scan_label_maps(pairs, 21, "masks") == first and calls == []
+    touched = pairs[0][2]
+    write_label_png(touched, np.zeros_like(np.asarray(Image.open(touched))))
+    checks.scan_label_maps(pairs, 21, "masks")
+    assert [c[1] for c in calls] == [str(touched)]
+    assert json.loads(next((tmp_path / "cache" / "checks").glob("*.json")).read_text())["version"] == 1
