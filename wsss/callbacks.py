@@ -43,7 +43,7 @@ class ResumeCheckpoint(pl.Callback):
         if trainer.fast_dev_run or trainer.sanity_checking:
             return
         tmp = self.dirpath / f".{self.filename}.partial"
-        trainer.save_checkpoint(tmp)  # every rank takes part; the strategy writes on rank 0 only
+        trainer.save_checkpoint(tmp, weights_only=False)  # every rank takes part; rank 0 writes
         if trainer.is_global_zero:
             os.replace(tmp, self.path)
         trainer.strategy.barrier("resume_checkpoint")
