@@ -98,3 +98,19 @@ def test_checks_are_cached_by_size_and_mtime(tmp_path, voc_folder, monkeypatch):
     checks.scan_label_maps(pairs, 21, "masks")
     assert [c[1] for c in calls] == [str(touched)]
     assert json.loads(next((tmp_path / "cache" / "checks").glob("*.json")).read_text())["version"] == 1
+
+
+def test_custom_transforms_from_config():
+    """CropAtMost never pads a small image; RandomResizeLong draws the long side from its range (RTC's recipe)."""
+    from wsss.data.transforms import build_pipeline
+
+    image = np.zeros((50, 80, 3), np.uint8)
+    mask = np.zeros((50, 80), np.uint8)
+    crop = build_pipeline([{"name": "CropAtMost", "height": 64, "width": 64}])
+    out = crop(image=image, mask=mask)
+    assert out["image"].shape == (50, 64, 3) and out["mask"].shape == (50, 64)
+    resize = build_pipeline([{"name": "RandomResizeLong", "min_size": 90, "max_size": 110, "interpolation": 2}])
+    sizes = {max(resize(image=image, mask=mask)["image"].shape[:2]) for _ in range(40)}
+    assert min(sizes) >= 90 and max(sizes) <= 110 and len(sizes) > 5
+    with pytest.raises(ValueError, match="min_size <= max_size"):
+        build_pipeline([{"name": "RandomResizeLong", "min_size": 90, "max_size": 80}])

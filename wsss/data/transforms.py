@@ -24,6 +24,10 @@ _LABEL_FILL_ARGS = {"PadIfNeeded": "fill_mask", "RandomCrop": "fill_mask", "Crop
 def build_transform(spec: Mapping) -> A.BasicTransform:
     spec = dict(spec)
     name = spec.pop("name", None)
+    from .wsss_transforms import CUSTOM
+
+    if name in CUSTOM:
+        return CUSTOM[name](**{k: tuple(v) if isinstance(v, list) else v for k, v in spec.items()}, strict=True)
     if name is None or not hasattr(A, name):
         raise ValueError(f"unknown albumentations transform {name!r} in config entry {spec}")
     fill_key = _LABEL_FILL_ARGS.get(name)
