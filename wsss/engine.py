@@ -81,8 +81,85 @@ def write_metrics(path: str | os.PathLike, metrics: dict) -> None:
     atomic_write_bytes(path, json.dumps(payload, indent=2).encode())
 
 
+RUN_FILE = "run.json"
+_LIGHTNING_CKPT_KEYS = ("last", "best", "hpc", "registry")
+
+
+def check_resume_path(ckpt_path) -> None:
+    """``ckpt_path=`` (resume) must name an existing file; fails before any model or data is built."""
+    if ckpt_path in (None, ""):
+        return
+    text = str(ckpt_path)
+    if text in _LIGHTNING_CKPT_KEYS or text.startswith("registry:") or "://" in text:
+        return  # Lightning's own keys and remote paths: Lightning resolves them
+    path = Path(text).expanduser()
+    if not path.is_file():
+        where = "is a folder, not a checkpoint file" if path.is_dir() else "does not exist"
+        shown = text if str(path.absolute()) == text else f"{text} ({path.absolute()})"
+        raise FileNotFoundError(
+            f"ckpt_path={shown} {where}; to resume a killed run pass its "
+            "outputs/<date>/<time>/checkpoints/last.ckpt, or drop ckpt_path to train from scratch")
+
+
+def _group_has(group: str, option: str) -> bool:
+    """Whether config group ``group`` has ``option`` (an ``optional`` default such as ``preset:
+    ${dataset}_${method}`` is recorded by Hydra as chosen even when no such file exists)."""
+    try:
+        from hydra.core.global_hydra import GlobalHydra
+
+        return option in GlobalHydra.instance().config_loader().get_group_options(group)
+    except Exception:  # noqa: BLE001 - no loader to ask: keep what Hydra recorded
+        return True
+
+
+def run_record(cfg: DictConfig) -> dict:
+    """What a run ran: ``choices`` (Hydra's config-group choices: method, dataset, backbone, supervision,
+    experiment, preset, trainer, ...; null for a group not used, e.g. no preset file for this dataset and
+    method; ``choices`` itself is null outside ``@hydra.main``, e.g. a config made with ``compose``),
+    ``overrides`` (the command line's), ``seed``, ``ckpt_path`` and the installed ``wsss_version``."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        wsss_version = version("wsss")
+    except PackageNotFoundError:  # a source tree that was never installed
+        wsss_version = None
+    choices = overrides = None
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        if HydraConfig.initialized():
+            hc = HydraConfig.get()
+            choices = {k: v for k, v in OmegaConf.to_container(hc.runtime.choices).items()
+                       if k != "hydra" and not k.startswith("hydra/")}
+            for group in ("method", "dataset", "backbone", "supervision", "experiment", "preset"):
+                choices.setdefault(group, None)
+            choices = {k: (v if v is None or _group_has(k, v) else None) for k, v in choices.items()}
+            overrides = list(hc.overrides.task)
+    except ValueError:  # no Hydra context
+        pass
+    return {"schema": "wsss.run/1", "wsss_version": wsss_version, "seed": cfg.get("seed"), "choices": choices,
+            "overrides": overrides, "ckpt_path": cfg.get("ckpt_path")}
+
+
+def write_run_record(cfg: DictConfig) -> Optional[Path]:
+    """``<output_dir>/run.json`` = :func:`run_record`, written (by rank 0) when ``fit`` starts, so a run that
+    fails or is killed records its recipe too. A separate file rather than a key of ``metrics.json``, which
+    exists only once validation has run."""
+    from pytorch_lightning.utilities.rank_zero import rank_zero_only
+
+    if getattr(rank_zero_only, "rank", 0) != 0 or cfg.get("paths") is None:
+        return None
+    path = Path(str(cfg.paths.output_dir)) / RUN_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(path, (json.dumps(run_record(cfg), indent=2) + "\n").encode())
+    return path
+
+
 def fit(cfg: DictConfig) -> dict:
-    """Train and validate; returns the final validation metrics (rank 0)."""
+    """Train and validate; returns the final validation metrics (rank 0). Writes ``run.json`` first
+    (:func:`write_run_record`), ``metrics.json`` last (:func:`write_metrics`)."""
+    check_resume_path(cfg.get("ckpt_path"))
+    write_run_record(cfg)
     pl.seed_everything(cfg.seed, workers=True)
     datamodule = build_datamodule(cfg)
     model = build_method(cfg)
