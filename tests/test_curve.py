@@ -2,8 +2,8 @@
 import numpy as np
 import pytest
 
-from wsss.metrics.curve import (ThresholdCurve, best_foreground, best_threshold_index, curve_scores,
-                                default_thresholds)
+from wsss.metrics.curve import (ThresholdCurve, auto_thresholds, best_foreground, best_threshold_index,
+                                curve_scores, default_thresholds, edge_warning, resolve_thresholds)
 
 N = 21
 
@@ -133,3 +133,23 @@ def test_bins_equal_searchsorted(thresholds):
                              (rng.integers(-60, 160, 5000) / 100).astype(np.float32),
                              t32, np.nextafter(t32, np.float32(-np.inf)), np.nextafter(t32, np.float32(np.inf))])
     np.testing.assert_array_equal(curve.bins(scores), np.searchsorted(t32, scores, side="left"))
+
+
+def test_named_ranges_and_edge_warning():
+    """Bug 12: 0.58 of SEAM's 0.00..0.59 (what the synthetic set gives) is at the edge; ``auto`` is 0.00..1.00."""
+    assert resolve_thresholds("seam") == default_thresholds() and len(default_thresholds()) == 60
+    assert resolve_thresholds("auto") == auto_thresholds() and auto_thresholds()[::50] == [0.0, 0.5, 1.0]
+    assert resolve_thresholds([0.3, 0.1]) == [0.3, 0.1]
+    with pytest.raises(ValueError, match="seam.*auto"):
+        resolve_thresholds("wide")
+    seam = default_thresholds()
+    msg = edge_warning(seam, seam.index(0.58))
+    assert "0.58 lies at the edge of the range 0..0.59" in msg and "above 0.59" in msg
+    assert "curve_thresholds=auto" in msg
+    assert edge_warning(seam, seam.index(0.3)) is None and edge_warning(seam, seam.index(0.56)) is None
+    assert "below 0" in edge_warning(seam, 0)
+    auto = auto_thresholds()
+    assert edge_warning(auto, auto.index(0.58)) is None
+    assert "reaching further" in edge_warning(auto, len(auto) - 1)
+    assert edge_warning([0.1, 0.2], 1) is None  # too few thresholds to speak of an edge
+
