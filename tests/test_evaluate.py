@@ -7,6 +7,7 @@ code with the module under test.
 """
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -238,15 +239,83 @@ def test_cli_curve_writes_json_plots_csv(data, tmp_path):
            f"hydra.run.dir={tmp_path / 'hydra'}"]
     proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
-    assert "best background threshold" in proc.stdout and "mIoU (SEAM, mean over all 21)" in proc.stdout
+    assert "best background threshold" in proc.stdout and "(SEAM: mean over all 21 classes" in proc.stdout
     res = json.loads(out.read_text())
-    ref = seam_reference(npy_dir, gt_dir, ids, "npy", res["threshold"])
-    assert abs(res["mIoU_seam"] - ref["mIoU_seam"]) < 1e-6
-    assert len(res["curve"]["thresholds"]) == 60
+    threshold = res["protocol"]["background"]["threshold"]
+    assert res["protocol"]["background"]["chosen"] == "curve" and res["details"]["threshold"] == threshold
+    ref = seam_reference(npy_dir, gt_dir, ids, "npy", threshold)
+    assert abs(res["list/mIoU_seam"] - ref["mIoU_seam"]) < 1e-6  # stored as fractions, to SEAM's numbers
+    assert len(res["details"]["curve"]["thresholds"]) == 60
+    # one unit and one name scheme: fractions with 4 decimals, <list stem>/<metric>, main number last
+    assert f"list/mIoU_seam={res['list/mIoU_seam']:.4f}" in proc.stdout and "%" not in proc.stdout
+    assert proc.stdout.strip().splitlines()[-1] == f"list/mIoU={res['list/mIoU']:.4f}"
     for suffix in ("_curve.png", "_per_class.png", "_per_class.csv"):
         assert (out.parent / f"m{suffix}").stat().st_size > 0
     lines = (out.parent / "m_per_class.csv").read_text().splitlines()
     assert lines[0] == "class,IoU,IoU_seam,precision,recall" and len(lines) == 22
+
+
+def test_cli_out_dir_holds_log_config_and_metrics(data, tmp_path):
+    """Bug 9: with out_dir=X, X is the run folder (no outputs/... folder), the JSON defaults inside it, config.yaml
+    records the settings used, and a failing run leaves its traceback in X/evaluate.log."""
+    root, ids, gt_dir, npy_dir, _ = data
+    shutil.copy(root / "list.txt", tmp_path / "val.txt")
+    out = tmp_path / "ev"
+    cmd = [sys.executable, "-m", "wsss.evaluate", f"pred_dir={npy_dir}", f"gt_dir={gt_dir}",
+           f"list={tmp_path / 'val.txt'}", "type=npy", "curve=true", "curve_thresholds=auto", f"out_dir={out}",
+           "workers=1", "progress=false"]
+    proc = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert not (tmp_path / "outputs").exists()
+    assert (out / ".hydra" / "config.yaml").is_file() and (out / "evaluate.log").is_file()
+    res = json.loads((out / "metrics.json").read_text())
+    assert res["split"] == "val" and res["tool"] == "evaluate" and "val/mIoU" in res and "val/IoU" in res
+    assert proc.stdout.strip().splitlines()[-1] == f"val/mIoU={res['val/mIoU']:.4f}"
+    assert f"val/mIoU={res['val/mIoU']:.4f}" in (out / "evaluate.log").read_text()  # the report is logged too
+    from omegaconf import OmegaConf
+
+    ran = OmegaConf.load(out / "config.yaml")
+    assert len(ran.curve_thresholds) == 101 and ran.out == str(out / "metrics.json")
+
+    bad = tmp_path / "bad"
+    cmd = [c.replace(f"out_dir={out}", f"out_dir={bad}").replace(f"pred_dir={npy_dir}", f"pred_dir={tmp_path / 'no'}")
+           for c in cmd]
+    proc = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert proc.returncode != 0
+    logged = (bad / "evaluate.log").read_text()
+    assert "Traceback" in logged and "pred_dir" in logged and "is not a directory" in logged
+
+
+def edge_scores(root: Path, num=4):
+    """Foreground scores 0.9, background scores spread over 0..0.6: every threshold >= 0.6 is perfect."""
+    rng = np.random.default_rng(3)
+    ids = [f"e{i}" for i in range(num)]
+    for name in ids:
+        gt = np.zeros((12, 16), np.uint8)
+        gt[3:9, 4:12] = 1
+        score = np.where(gt == 1, 0.9, rng.uniform(0.0, 0.6, gt.shape)).astype(np.float32)
+        write_label_png(root / "gt" / f"{name}.png", gt)
+        save_score_dict(root / "s" / f"{name}.npy", {0: score})
+    (root / "val.txt").write_text("\n".join(ids) + "\n")
+
+
+def test_curve_warns_at_the_edge_and_auto_extends_the_range(tmp_path, capsys):
+    """Bug 12: a best threshold at the edge of SEAM's 0.00..0.59 is warned about; curve_thresholds=auto
+    (0.00..1.00, one pass) finds the optimum beyond it."""
+    edge_scores(tmp_path)
+    args = dict(pred_dir=str(tmp_path / "s"), gt_dir=str(tmp_path / "gt"), list=str(tmp_path / "val.txt"),
+                type="npy", curve=True, dataset={"num_classes": 2, "class_names": ["background", "a"]})
+    res = run(_cfg(**args, out=str(tmp_path / "seam.json")))
+    printed = capsys.readouterr().out
+    assert res["curve"]["best"]["threshold"] == 0.59 and res["mIoU"] < 1
+    assert "WARNING: the best background threshold 0.59 lies at the edge of the range 0..0.59" in printed
+    assert "curve_thresholds=auto" in printed
+    assert "edge" in json.loads((tmp_path / "seam.json").read_text())["details"]["curve"]["warning"]
+    res = run(_cfg(**{**args, "curve_thresholds": "auto"}, out=str(tmp_path / "auto.json")))
+    printed = capsys.readouterr().out
+    assert len(res["curve"]["thresholds"]) == 101 and res["curve"]["thresholds"][-1] == 1.0
+    assert res["curve"]["best"]["threshold"] == pytest.approx(0.6, abs=0.011) and res["mIoU"] == 1.0
+    assert "WARNING" not in printed and res["curve"]["warning"] is None
 
 
 def test_matches_numbers_from_seams_own_script():
