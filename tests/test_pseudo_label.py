@@ -1,8 +1,10 @@
-"""``wsss.pseudo_label`` on the synthetic set: outputs, metrics, resume, errors, multirun, W&B."""
+"""``wsss.pseudo_label`` on the synthetic set: outputs, metrics, resume and its settings record, class checks,
+errors, multirun, W&B."""
 from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -15,7 +17,8 @@ from omegaconf import open_dict
 from PIL import Image
 from scipy.ndimage import gaussian_filter
 
-from wsss.data.formats import read_image, read_label_png, read_split_list, save_score_dict
+from wsss.data.formats import DataFormatError, read_image, read_label_png, read_split_list, save_score_dict
+from wsss.outputs import SettingsMismatch
 from wsss.postprocess.crf import Background, load_preset, refine
 from wsss.pseudo_label import run
 
@@ -62,7 +65,7 @@ def _seam_miou(conf):
 
 def test_none_is_thresholded_argmax_and_reports_miou(tmp_path, synthetic_root, scores_dir):
     res = run(_cfg(tmp_path, synthetic_root, scores_dir, "split=train", "crf=none", "bg.threshold=0.3"))
-    out = tmp_path / "run" / "pseudo_labels"
+    out = tmp_path / "run"
     ids = _ids(synthetic_root, "train")
     assert res["written"] == len(ids) and res["num_scored"] == len(ids)
     conf = np.zeros((NUM_CLASSES, NUM_CLASSES), np.int64)
@@ -79,18 +82,20 @@ def test_none_is_thresholded_argmax_and_reports_miou(tmp_path, synthetic_root, s
         conf += np.bincount(gt[keep].astype(int) * NUM_CLASSES + expected[keep],
                             minlength=NUM_CLASSES ** 2).reshape(NUM_CLASSES, NUM_CLASSES)
     assert res["mIoU_seam"] == pytest.approx(_seam_miou(conf), abs=1e-12)
-    for path in (tmp_path / "run" / "metrics.json", out / "metrics.json"):
-        saved = json.loads(path.read_text())
-        assert saved["mIoU_seam"] == pytest.approx(res["mIoU_seam"]) and saved["crf"] == "none"
-        assert saved["background"]["threshold"] == 0.3
+    saved = json.loads((out / "metrics.json").read_text())  # fractions, named by the split scored
+    assert saved["train/mIoU_seam"] == pytest.approx(res["mIoU_seam"]) and saved["protocol"]["crf"] == "none"
+    assert saved["train/mIoU"] == pytest.approx(res["mIoU"]) and saved["tool"] == "pseudo_label"
+    assert saved["protocol"]["background"] == {"rule": "threshold", "threshold": 0.3, "alpha": None,
+                                               "chosen": "fixed", "source": "bg"}
+    assert json.loads((out / "settings.json").read_text())["background"]["threshold"] == 0.3
     assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no temp files left
 
 
 def test_crf_preset_in_worker_pool(tmp_path, synthetic_root, scores_dir):
     res = run(_cfg(tmp_path, synthetic_root, scores_dir, "split=val", "crf=rtc", "workers=2",
                    "bg.threshold=0.9"))
-    assert res["background"]["from"] == "crf preset 'rtc'"  # the preset's 0.17 wins over bg.threshold
-    out = tmp_path / "run" / "pseudo_labels"
+    assert res["background"]["source"] == "crf preset 'rtc'"  # the preset's 0.17 wins over bg.threshold
+    out = tmp_path / "run"
     preset, differs = load_preset("rtc"), 0
     for i in _ids(synthetic_root, "val")[:4]:
         d = np.load(scores_dir / f"{i}.npy", allow_pickle=True).item()
@@ -108,7 +113,7 @@ def test_crf_preset_in_worker_pool(tmp_path, synthetic_root, scores_dir):
 def test_resume_keeps_existing_and_overwrite_redoes(tmp_path, synthetic_root, scores_dir):
     args = (tmp_path, synthetic_root, scores_dir, "split=val", "crf=none")
     first = run(_cfg(*args))
-    out = tmp_path / "run" / "pseudo_labels"
+    out = tmp_path / "run"
     ids = _ids(synthetic_root, "val")
     original = read_label_png(out / f"{ids[0]}.png")
     Image.fromarray(np.zeros_like(original)).save(out / f"{ids[0]}.png")  # a "stale" label
@@ -128,7 +133,7 @@ def test_resume_keeps_existing_and_overwrite_redoes(tmp_path, synthetic_root, sc
 def test_without_gt_writes_labels_and_no_miou(tmp_path, synthetic_root, scores_dir):
     res = run(_cfg(tmp_path, synthetic_root, scores_dir, "split=val", f"gt_dir={tmp_path / 'nowhere'}"))
     assert res["num_scored"] == 0 and "mIoU" not in res
-    assert len(list((tmp_path / "run" / "pseudo_labels").glob("*.png"))) == len(_ids(synthetic_root, "val"))
+    assert len(list((tmp_path / "run").glob("*.png"))) == len(_ids(synthetic_root, "val"))
 
 
 def test_bad_inputs_name_the_file(tmp_path, synthetic_root, scores_dir):
@@ -157,21 +162,64 @@ def test_bad_inputs_name_the_file(tmp_path, synthetic_root, scores_dir):
         run(_cfg(tmp_path, synthetic_root, scores_dir, "split=val", "bg.rule=learned"))
 
 
-def test_multirun_sweep_writes_separate_dirs(tmp_path, synthetic_root, scores_dir):
-    sweep = tmp_path / "sweep"
-    cmd = [sys.executable, "-m", "wsss.pseudo_label", "-m", f"scores_dir={scores_dir}",
+def test_multirun_with_out_dir_gives_each_run_its_own_folder(tmp_path, synthetic_root, scores_dir):
+    """Bug 14: `-m ... out_dir=PL bg.threshold=0.3,0.7` used to write both runs into PL, and the second kept the
+    first's PNGs and reported the same mIoU. Now run N writes PL/N (and says so in its log)."""
+    sweep = tmp_path / "PL"
+    cmd = [sys.executable, "-m", "wsss.pseudo_label", "-m", f"scores_dir={scores_dir}", f"out_dir={sweep}",
            f"dataset.root={synthetic_root}", "dataset.synthetic=null", "split=val", "workers=0", "progress=false",
-           "bg.threshold=0.1,0.4", f"hydra.sweep.dir={sweep}"]
-    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=240,
+           "crf=none", "bg.threshold=0.3,0.7"]
+    proc = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=240,
                           env={**os.environ, "HYDRA_FULL_ERROR": "1"})
     assert proc.returncode == 0, proc.stderr[-3000:]
     runs = [json.loads((sweep / str(n) / "metrics.json").read_text()) for n in (0, 1)]
-    assert [r["background"]["threshold"] for r in runs] == [0.1, 0.4]
-    assert [r["out_dir"] for r in runs] == [str(sweep / str(n) / "pseudo_labels") for n in (0, 1)]
-    assert runs[0]["mIoU_seam"] != runs[1]["mIoU_seam"]
-    assert proc.stdout.count("mIoU (SEAM") == 2
+    assert [r["protocol"]["background"]["threshold"] for r in runs] == [0.3, 0.7]
+    assert [r["inputs"]["out_dir"] for r in runs] == [str(sweep / str(n)) for n in (0, 1)]
+    assert runs[0]["val/mIoU"] != pytest.approx(runs[1]["val/mIoU"])
+    assert [ln for ln in proc.stdout.splitlines() if re.fullmatch(r"val/mIoU=\d\.\d{4}", ln)] == [
+        f"val/mIoU={r['val/mIoU']:.4f}" for r in runs]  # each run's last line
     for n in (0, 1):
-        assert len(list((sweep / str(n) / "pseudo_labels").glob("*.png"))) == len(_ids(synthetic_root, "val"))
+        assert len(list((sweep / str(n)).glob("*.png"))) == len(_ids(synthetic_root, "val"))
+        assert json.loads((sweep / str(n) / "settings.json").read_text())["background"]["threshold"] == [0.3, 0.7][n]
+        assert f"job {n} writes to {sweep / str(n)}" in (sweep / str(n) / "pseudo_label.log").read_text()
+    assert not list(sweep.glob("*.png")) and not (tmp_path / "multirun").exists()
+
+
+def test_resume_refuses_labels_of_other_settings(tmp_path, synthetic_root, scores_dir):
+    """Bug 14: a rerun into the same out_dir with another threshold stops instead of keeping the old PNGs."""
+    out = tmp_path / "PL"
+    args = (tmp_path, synthetic_root, scores_dir, "split=val", "crf=none", f"out_dir={out}")
+    first = run(_cfg(*args, "bg.threshold=0.3"))
+    with pytest.raises(SettingsMismatch, match=r"background.threshold: 0.3 there, 0.7 now.*overwrite=true.*"
+                                               r"another out_dir"):
+        run(_cfg(*args, "bg.threshold=0.7"))
+    with pytest.raises(SettingsMismatch, match=r"holds outputs made with other settings .*settings.json\): "
+                                               r"crf.name: \"none\" there, \"rtc\" now"):
+        run(_cfg(tmp_path, synthetic_root, scores_dir, "split=val", "crf=rtc", f"out_dir={out}"))
+    again = run(_cfg(*args, "bg.threshold=0.3"))  # same settings: resumes, keeps every PNG
+    assert (again["written"], again["kept"]) == (0, first["written"])
+    redo = run(_cfg(*args, "bg.threshold=0.7", "overwrite=true"))
+    assert redo["written"] == first["written"] and redo["mIoU"] != pytest.approx(first["mIoU"])
+    assert json.loads((out / "settings.json").read_text())["background"]["threshold"] == 0.7
+
+
+def test_classes_of_another_data_set_are_refused(tmp_path, synthetic_root, scores_dir):
+    """Bug 6: `dataset=voc` (21 classes) on the 6-class synthetic set used to run without a word."""
+    with pytest.raises(ValueError, match=r"class_names.txt lists 6 classes.*config .*has 21.*dataset=synthetic"):
+        run(_cfg(tmp_path, synthetic_root, scores_dir, "split=val", "dataset=voc"))
+    root = tmp_path / "copy"  # the same set without class_names.txt: its cls_labels.npy (5-d) gives it away
+    shutil.copytree(synthetic_root, root)
+    (root / "class_names.txt").unlink()
+    with pytest.raises(DataFormatError, match=r"cls_labels.npy was made for another number of classes.*dataset=voc"):
+        run(_cfg(tmp_path, root, scores_dir, "split=val", "dataset=voc"))
+    (root / "cls_labels.npy").unlink()  # nothing left in the root: the GT's and the scores' class indices
+    three = ("dataset.num_classes=3", "dataset.class_names=[background,aeroplane,bicycle]")
+    with pytest.raises(ValueError, match=r"png: class ids \[\d\] outside 0..2.*GT was made for more classes.*"
+                                         r"dataset.num_classes"):
+        run(_cfg(tmp_path, root, scores_dir, "split=val", *three))
+    with pytest.raises(ValueError, match=r"npy: class index \d+ but the config has 3 classes.*dataset.num_classes"):
+        run(_cfg(tmp_path, root, scores_dir, "split=val", *three, f"gt_dir={tmp_path / 'no_gt'}",
+                 f"out_dir={tmp_path / 'o2'}"))
 
 
 def test_wandb_offline_logs_table_and_overlays(tmp_path, synthetic_root, scores_dir, monkeypatch):
@@ -179,5 +227,5 @@ def test_wandb_offline_logs_table_and_overlays(tmp_path, synthetic_root, scores_
     run(_cfg(tmp_path, synthetic_root, scores_dir, "split=val", "logger=wandb", "overlay_count=3"))
     media = list((tmp_path / "run" / "wandb").glob("offline-run-*/files/media"))
     assert media, "no offline W&B run written"
-    assert list(media[0].glob("images/pseudo/overlays_*.png"))
-    assert list(media[0].glob("table/pseudo/per_class_*.table.json"))
+    assert list(media[0].glob("images/val/overlays_*.png"))
+    assert list(media[0].glob("table/val/per_class_*.table.json"))

@@ -6,31 +6,41 @@
 Reads SEAM-style score dicts ``scores_dir/ID.npy`` (``{fg index k: HxW}`` for class ``k+1``,
 what ``wsss.infer`` and the seed repos write) for every id of the split, adds the background
 (``bg``, or the CRF preset's own rule), refines with the ``crf`` preset (``conf/crf/``; ``none``
-skips it), and writes the argmax as a VOC palette PNG ``out_dir/ID.png``, atomically. A rerun
-skips PNGs that exist (``overwrite=true`` redoes them). When GT masks exist for the split, the
-mIoU (both conventions) is printed and written to ``metrics.json`` in the run dir and out_dir.
-``out_dir`` defaults to ``pseudo_labels/`` inside the Hydra run dir, so each run of a ``-m``
-sweep writes its own folder.
+skips it), and writes the argmax as a VOC palette PNG ``OUT/ID.png``, atomically.
+
+The output folder (:mod:`wsss.outputs`) is ``out_dir`` (also the run dir: ``.hydra/``, ``pseudo_label.log``),
+else a new run folder ``outputs/<date>/<time>/``; in a ``-m`` sweep an explicit ``out_dir=OUT`` becomes
+``OUT/<job.num>``, so every run of the sweep writes and scores its own labels. Beside the PNGs:
+``settings.json`` (what determines them: scores_dir, split, data root, classes, background rule, CRF
+preset), ``config.yaml`` (the settings used) and, when GT masks exist for the split, ``metrics.json``
+(:mod:`wsss.reporting`; fractions named ``<split>/<metric>``; the last line printed is
+``<split>/mIoU=0.XXXX``). A rerun keeps PNGs that exist only when ``settings.json`` matches (else it stops
+naming the difference); ``overwrite=true`` redoes them. The classes must be those of the data: a root's
+``class_names.txt`` and ``cls_labels`` and the scores' class indices are checked against the config.
 """
 from __future__ import annotations
 
-import json
+import dataclasses
 import logging
-import os
-import tempfile
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, Optional, Sequence
 
 import hydra
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
-from wsss.data.formats import (atomic_write_bytes, load_score_dict, read_image, read_label_png,
-                               write_label_png)
+from wsss.classes import FIX as CLASSES_FIX
+from wsss.classes import check_root_classes, class_config
+from wsss.data.formats import load_score_dict, read_image, read_label_png, write_label_png
 from wsss.data.voc import VOCLayout
 from wsss.metrics.confusion import confusion_matrix_np, scores_from_confusion
+from wsss.outputs import (check_writable, claim_output_dir, log_errors, output_dir,  # noqa: F401 (check_writable)
+                          write_effective_config)
 from wsss.paths import config_dir
-from wsss.postprocess.crf import Background, CRFPreset, refine, worker_pool
+from wsss.postprocess.crf import Background, CRFPreset, refine
+from wsss.reporting import (background_protocol, echo, format_table, metrics_record, named_metrics, protocol,
+                            value_line, write_metrics)
+from wsss.workers import map_tasks
 
 log = logging.getLogger(__name__)
 
@@ -41,15 +51,24 @@ def label_one(task: dict) -> tuple:
     out = Path(task["out"])
     gt = None
     if task["gt"] is not None:
-        gt = read_label_png(task["gt"], task["num_classes"])
+        try:
+            gt = read_label_png(task["gt"], task["num_classes"])
+        except ValueError as exc:
+            raise ValueError(f"{exc}; the GT was made for more classes than the config's {task['num_classes']}: "
+                             f"{CLASSES_FIX}") from exc
     if out.is_file() and not task["overwrite"]:
         status = "kept"
         label = read_label_png(out, task["num_classes"]) if gt is not None else None
     else:
         image = read_image(task["image"])
         shape = image.shape[:2]
-        scores = load_score_dict(task["scores"], shape=shape, num_fg=task["num_classes"] - 1)
+        scores = load_score_dict(task["scores"], shape=shape)
         keys = sorted(scores)
+        num_fg = task["num_classes"] - 1
+        if keys and not 0 <= keys[0] <= keys[-1] < num_fg:
+            raise ValueError(f"{task['scores']}: class index {keys[-1] if keys[-1] >= num_fg else keys[0]} but the "
+                             f"config has {task['num_classes']} classes (indices 0..{num_fg - 1}); the scores were "
+                             f"made for another data set: {CLASSES_FIX}")
         fg = np.stack([scores[k] for k in keys]) if keys else np.zeros((0,) + shape, np.float32)
         if not np.isfinite(fg).all():
             raise ValueError(f"{task['scores']}: score maps contain NaN or inf; re-run inference")
@@ -69,17 +88,6 @@ def label_one(task: dict) -> tuple:
 
 
 # ----- checks --------------------------------------------------------------------------------
-def check_writable(out_dir: Path) -> None:
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        fd, probe = tempfile.mkstemp(prefix=".write-test-", dir=out_dir)
-        os.close(fd)
-        os.unlink(probe)
-    except OSError as exc:
-        raise PermissionError(f"out_dir {out_dir} cannot be written ({exc.strerror or exc}); "
-                              "pass out_dir=<a writable folder>") from exc
-
-
 def check_scores(scores_dir: Path, ids: Sequence[str]) -> None:
     """All missing score files at once, so a wrong folder or split is fixed in one go."""
     if not scores_dir.is_dir():
@@ -91,16 +99,6 @@ def check_scores(scores_dir: Path, ids: Sequence[str]) -> None:
         more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
         raise FileNotFoundError(f"{len(missing)} of {len(ids)} score files missing: {shown}{more}; "
                                 "run inference on this split or pick the split the scores were made for")
-
-
-def class_config(cfg) -> tuple[int, List[str]]:
-    ds = cfg.get("dataset") or {}
-    names = ds.get("class_names")
-    num = int(ds.get("num_classes") or (len(names) if names else 21))
-    names = [str(n) for n in names] if names else [str(i) for i in range(num)]
-    if len(names) != num:
-        raise ValueError(f"dataset.num_classes={num} but dataset.class_names has {len(names)} entries")
-    return num, names
 
 
 def dataset_layout(cfg) -> VOCLayout:
@@ -116,37 +114,33 @@ def dataset_layout(cfg) -> VOCLayout:
 
 
 # ----- running -------------------------------------------------------------------------------
-def _results(tasks: List[dict], workers: int, progress: bool):
-    bar = None
-    if progress:
-        from tqdm import tqdm
-
-        bar = tqdm(total=len(tasks), desc="pseudo_label", unit="img", dynamic_ncols=True)
-    pool = worker_pool(workers) if len(tasks) > 1 else None
-    try:
-        results = map(label_one, tasks) if pool is None else pool.imap_unordered(
-            label_one, tasks, chunksize=max(1, min(16, len(tasks) // (8 * workers))))
-        for res in results:
-            if bar:
-                bar.update(1)
-            yield res
-    finally:
-        if pool is not None:
-            pool.terminate()
-            pool.join()
-        if bar:
-            bar.close()
+def labelling_settings(layout: VOCLayout, split: str, scores_dir, preset: CRFPreset, bg: Optional[Background],
+                       num_classes: int, class_names: Sequence[str]) -> dict:
+    """What determines the PNGs (``settings.json``): a rerun keeps existing ones only when this is equal."""
+    crf = dataclasses.asdict(preset)
+    crf.pop("source", None)
+    return {"tool": "pseudo_label", "scores_dir": str(Path(scores_dir).expanduser().absolute()), "split": split,
+            "dataset_root": str(layout.root.absolute()), "num_classes": num_classes,
+            "class_names": list(class_names), "background": background_summary(preset, bg), "crf": crf}
 
 
 def make_pseudo_labels(layout: VOCLayout, split: str, scores_dir, out_dir, preset: CRFPreset,
                        bg: Optional[Background], num_classes: int, class_names: Sequence[str],
                        workers: int = 0, overwrite: bool = False, gt_dir: Optional[str] = None,
-                       progress: bool = False) -> dict:
-    """Write the pseudo labels of ``split``; return counts and, with GT, the metrics."""
+                       progress: bool = False, record_settings: bool = True) -> dict:
+    """Write the pseudo labels of ``split``; return counts and, with GT, the metrics.
+
+    ``record_settings``: claim ``out_dir`` with :func:`wsss.outputs.claim_output_dir` first (a rerun resumes
+    only with equal settings).
+    """
     scores_dir, out_dir = Path(scores_dir), Path(out_dir)
     ids = layout.split_ids(split)
     check_scores(scores_dir, ids)
     check_writable(out_dir)
+    if record_settings:
+        has_outputs = any((out_dir / f"{i}.png").is_file() for i in ids)
+        claim_output_dir(out_dir, labelling_settings(layout, split, scores_dir, preset, bg, num_classes,
+                                                     class_names), overwrite, has_outputs)
     gt_folder = layout.mask_dir(split, gt_dir)
     tasks = []
     for i in ids:
@@ -157,12 +151,12 @@ def make_pseudo_labels(layout: VOCLayout, split: str, scores_dir, out_dir, prese
     conf = np.zeros((num_classes, num_classes), np.int64)
     counts = {"written": 0, "kept": 0}
     scored = 0
-    for _, status, c in _results(tasks, workers, progress):
+    for _, status, c in map_tasks(label_one, tasks, workers, progress, "pseudo_label", ordered=False):
         counts[status] += 1
         if c is not None:
             conf += c
             scored += 1
-    rule = _background_summary(preset, bg)
+    rule = background_summary(preset, bg)
     res: Dict[str, object] = {"split": split, "scores_dir": str(scores_dir), "out_dir": str(out_dir),
                               "num_images": len(ids), "written": counts["written"], "kept": counts["kept"],
                               "crf": preset.name, "background": rule, "gt_dir": str(gt_folder),
@@ -170,49 +164,40 @@ def make_pseudo_labels(layout: VOCLayout, split: str, scores_dir, out_dir, prese
     if scored:
         res.update(scores_from_confusion(conf, class_names))
         res["confusion"] = conf.tolist()
-        res["threshold"] = rule["threshold"] if rule["rule"] == "threshold" else None
+        res["threshold"] = rule["threshold"]
     return res
 
 
-def _background_summary(preset: CRFPreset, bg: Optional[Background]) -> dict:
+def background_summary(preset: CRFPreset, bg: Optional[Background]) -> dict:
+    """The rule that made the background (:func:`wsss.reporting.background_protocol`): the preset's own, or ``bg``."""
     own = preset.enabled and preset.background is not None
     rule = preset.background if own else bg
-    out = {"rule": rule.rule, "threshold": rule.threshold, "alpha": rule.alpha,
-           "from": f"crf preset '{preset.name}'" if own else "bg"}
-    if rule.rule == "power":
-        out["threshold"] = None
-    else:
-        out["alpha"] = None
-    return out
+    return background_protocol(rule.rule, rule.threshold, rule.alpha, chosen="fixed",
+                               source=f"crf preset '{preset.name}'" if own else "bg")
 
 
 def format_report(res: dict) -> str:
+    b = res["background"]
+    value = f"threshold={b['threshold']:g}" if b["rule"] == "threshold" else f"alpha={b['alpha']:g}"
     lines = [f"pseudo labels: {res['written']} written, {res['kept']} kept (already there) -> {res['out_dir']}",
-             f"crf={res['crf']}  background: {res['background']}"]
+             f"crf={res['crf']}  background: {b['rule']} {value} (from {b['source']})"]
     if not res["num_scored"]:
         lines.append(f"no GT masks in {res['gt_dir']}: no mIoU reported")
         return "\n".join(lines)
-    names = res["class_names"]
-    width = max(11, max(len(n) for n in names))
-    pct = lambda x: "    n/a" if x is None else f"{100.0 * x:7.3f}"  # noqa: E731
-    lines.append(f"{'class':>{width}}     IoU  IoU(SEAM)  precision  recall")
-    for n in names:
-        lines.append(f"{n:>{width}} {pct(res['IoU'][n])}   {pct(res['IoU_seam'][n])}"
-                     f"    {pct(res['precision'][n])} {pct(res['recall'][n])}")
     lines.append(f"GT for {res['num_scored']} of {res['num_images']} images ({res['gt_dir']})")
-    lines.append(f"mIoU (SEAM, mean over all {len(names)}): {100 * res['mIoU_seam']:.3f}%")
-    lines.append(f"mIoU (classes present in GT or prediction): {100 * res['mIoU']:.3f}%")
+    lines.append(format_table(res, res["split"]))
     return "\n".join(lines)
 
 
-def write_metrics(res: dict, paths: Sequence[Path]) -> List[str]:
-    data = (json.dumps(res, indent=1) + "\n").encode()
-    written = []
-    for p in paths:
-        if p is not None and str(p) not in written:
-            atomic_write_bytes(p, data)
-            written.append(str(p))
-    return written
+def labelling_record(res: dict) -> dict:
+    """``res`` in the one ``metrics.json`` schema (:func:`wsss.reporting.metrics_record`)."""
+    split = res["split"]
+    details = {k: res[k] for k in ("written", "kept", "confusion") if k in res}
+    return metrics_record("pseudo_label", split, protocol(crf=res["crf"], background=res["background"]),
+                          named_metrics(res, split), num_images=res["num_images"], num_scored=res["num_scored"],
+                          class_names=res["class_names"],
+                          inputs={"scores_dir": res["scores_dir"], "gt_dir": res["gt_dir"], "out_dir": res["out_dir"]},
+                          details=details)
 
 
 def log_wandb(logger_cfg, res: dict, layout: VOCLayout, ids: Sequence[str], count: int) -> None:
@@ -234,8 +219,11 @@ def log_wandb(logger_cfg, res: dict, layout: VOCLayout, ids: Sequence[str], coun
         table = wandb.Table(columns=["class", "IoU", "IoU_seam", "precision", "recall"])
         for n in res["class_names"]:
             table.add_data(n, res["IoU"][n], res["IoU_seam"][n], res["precision"][n], res["recall"][n])
-        payload.update({"pseudo/per_class": table, "pseudo/mIoU": res["mIoU"], "pseudo/mIoU_seam": res["mIoU_seam"]})
-        run.summary["pseudo/mIoU_seam"] = res["mIoU_seam"]
+        split = res["split"]
+        payload.update({f"{split}/per_class": table, f"{split}/mIoU": res["mIoU"],
+                        f"{split}/mIoU_seam": res["mIoU_seam"]})
+        run.summary[f"{split}/mIoU"] = res["mIoU"]
+        run.summary[f"{split}/mIoU_seam"] = res["mIoU_seam"]
     if count > 0:
         gt_folder, n = Path(res["gt_dir"]), res["num_classes"]
         images, gts, preds = [], [], []
@@ -244,7 +232,7 @@ def log_wandb(logger_cfg, res: dict, layout: VOCLayout, ids: Sequence[str], coun
             gt = gt_folder / f"{i}.png"
             gts.append(read_label_png(gt, n) if gt.is_file() else None)
             preds.append(read_label_png(Path(res["out_dir"]) / f"{i}.png", n))
-        payload["pseudo/overlays"] = wandb.Image(overlay_grid(images, gts, preds, max_rows=count),
+        payload[f"{res['split']}/overlays"] = wandb.Image(overlay_grid(images, gts, preds, max_rows=count),
                                                  caption="image | GT | pseudo label")
     run.log(payload)
     wandb.finish()
@@ -252,7 +240,7 @@ def log_wandb(logger_cfg, res: dict, layout: VOCLayout, ids: Sequence[str], coun
 
 def run(cfg) -> dict:
     """The CLI without Hydra's decorator (callable from tests and other entry points)."""
-    for key in ("scores_dir", "out_dir", "split"):
+    for key in ("scores_dir", "split"):
         if cfg.get(key) in (None, "", "???"):
             raise ValueError(f"{key}=... is required: python -m wsss.pseudo_label scores_dir=DIR "
                              "dataset.root=ROOT split=SPLIT [out_dir=OUT] [crf=NAME]")
@@ -263,21 +251,30 @@ def run(cfg) -> dict:
         log.info("crf=%s brings its own background rule %s; bg=%s is not used (crf.background=null to use it)",
                  preset.name, preset.background, bg)
     layout = dataset_layout(cfg)
-    res = make_pseudo_labels(layout, cfg.split, cfg.scores_dir, cfg.out_dir, preset, bg, num_classes, names,
+    check_root_classes(layout.root, num_classes, names, f"the config (dataset.num_classes={num_classes})")
+    out_dir = output_dir(cfg)
+    res = make_pseudo_labels(layout, cfg.split, cfg.scores_dir, out_dir, preset, bg, num_classes, names,
                              workers=int(cfg.get("workers", 0)), overwrite=bool(cfg.get("overwrite", False)),
                              gt_dir=cfg.get("gt_dir"), progress=bool(cfg.get("progress", True)))
-    print(format_report(res), flush=True)
-    targets = [Path(cfg.metrics_file) if cfg.get("metrics_file") else None, Path(cfg.out_dir) / "metrics.json"]
-    print("wrote " + ", ".join(write_metrics(res, targets)), flush=True)
+    echo(format_report(res))
+    written = [str(write_effective_config(out_dir, cfg, {"out_dir": str(out_dir), "bg": {
+        k: res["background"][k] for k in ("rule", "threshold", "alpha")},
+                                                         "dataset.num_classes": num_classes,
+                                                         "dataset.class_names": names}))]
+    if res["num_scored"]:
+        written.append(str(write_metrics(out_dir / "metrics.json", labelling_record(res))))
+    echo("wrote " + ", ".join(written))
     if cfg.get("logger"):
         log_wandb(cfg.logger, res, layout, layout.split_ids(cfg.split), int(cfg.get("overlay_count", 8)))
+    if res["num_scored"]:
+        echo(value_line(f"{res['split']}/mIoU", res["mIoU"]))
     return res
 
 
 @hydra.main(version_base="1.3", config_path=config_dir(), config_name="pseudo_label")
 def main(cfg: DictConfig) -> float:
-    res = run(cfg)
-    return float(res.get("mIoU_seam", float("nan")))
+    with log_errors(log):
+        return float(run(cfg).get("mIoU", float("nan")))
 
 
 if __name__ == "__main__":
