@@ -1,7 +1,10 @@
-"""`wsss.infer`: batched multi-scale + flip equals the per-image loop, files and formats, resume, CRF, errors."""
+"""`wsss.infer`: batched multi-scale + flip equals the per-image loop, files and formats, resume, CRF, errors,
+the output folder and its settings record, the metric names."""
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -19,10 +22,12 @@ from wsss.data.formats import load_score_dict, read_label_png, save_cls_labels_n
 from wsss.infer import run
 from wsss.inference.loading import load_for_inference
 from wsss.methods.cam import CAMModule
+from wsss.outputs import SettingsMismatch
 from wsss.postprocess.crf import load_preset, refine
 
 MEAN, STD = np.array((0.485, 0.456, 0.406), np.float32), np.array((0.229, 0.224, 0.225), np.float32)
 SIZES = [(64, 64), (48, 64), (64, 40), (48, 64), (64, 64), (48, 64), (64, 40)]
+NAMES = ["background", "aeroplane", "bicycle", "bird", "boat", "bottle"]
 
 
 @pytest.fixture(scope="module")
@@ -49,16 +54,28 @@ def mixed_root(tmp_path_factory, synthetic_root):
         ids.append(f"img{i}")
     save_cls_labels_npy(root / "cls_labels.npy", labels)
     (root / "ImageSets/Segmentation/val.txt").write_text("\n".join(ids) + "\n")
+    (root / "class_names.txt").write_text("\n".join(NAMES) + "\n")  # a 6-class set says so, as the synthetic one
     return root
 
 
 @pytest.fixture(scope="module")
 def cam_model():
     torch.manual_seed(0)
-    model = CAMModule(backbone={"name": "tiny"}, num_classes=6,
-                      class_names=["background", "aeroplane", "bicycle", "bird", "boat", "bottle"],
+    model = CAMModule(backbone={"name": "tiny"}, num_classes=6, class_names=NAMES,
                       bg={"rule": "threshold", "threshold": 0.3})
     return model.eval()
+
+
+@pytest.fixture(scope="module")
+def cam_ckpt(tmp_path_factory, cam_model):
+    """``cam_model`` as a wsss Lightning checkpoint (what ``fit`` writes), without training."""
+    import pytorch_lightning as pl
+
+    path = tmp_path_factory.mktemp("ckpt") / "cam.ckpt"
+    torch.save({"state_dict": cam_model.state_dict(), "hyper_parameters": dict(cam_model.hparams),
+                "pytorch-lightning_version": pl.__version__,
+                "wsss": {"method": cam_model.method_name, "target": "wsss.methods.cam.CAMModule"}}, path)
+    return path
 
 
 def infer_cfg(root: Path, out: Path, *overrides):
@@ -110,7 +127,12 @@ def test_batched_outputs_equal_the_per_image_loop(tmp_path, mixed_root, cam_mode
         assert pred_img.mode == "P"
         assert (np.asarray(pred_img) == expected).mean() > 0.999
     assert set(metrics["pred"]) >= {"mIoU", "mIoU_seam", "IoU"}
-    assert (tmp_path / "out" / "metrics.json").is_file()
+    saved = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    assert saved["val/mIoU"] == pytest.approx(metrics["pred"]["mIoU"]) and 0 <= saved["val/mIoU"] <= 1
+    assert set(saved["val/IoU"]) == set(NAMES)
+    assert saved["protocol"]["scales"] == scales and saved["protocol"]["flip"] is True
+    assert saved["protocol"]["background"] == {"rule": "threshold", "threshold": 0.3, "alpha": None,
+                                               "chosen": "fixed", "source": "method.bg (cam)"}
 
 
 def test_resume_skips_done_images_and_overwrite_redoes_them(tmp_path, mixed_root, cam_model):
@@ -151,7 +173,7 @@ def test_cli_on_a_trained_checkpoint_then_evaluate_reads_the_scores(tmp_path, sy
            f"out_dir={out}", "batch_size=4", f"hydra.run.dir={tmp_path / 'run'}", "loader_workers=1"]
     proc = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert proc.stdout.strip().splitlines()[-1].startswith("pred/mIoU=")
+    assert proc.stdout.strip().splitlines()[-1].startswith("val/mIoU=")
     ids = (synthetic_root / "ImageSets/Segmentation/val.txt").read_text().split()
     assert sorted(p.stem for p in (out / "scores").glob("*.npy")) == sorted(ids)
     assert sorted(p.stem for p in (out / "pred").glob("*.png")) == sorted(ids)
@@ -160,6 +182,97 @@ def test_cli_on_a_trained_checkpoint_then_evaluate_reads_the_scores(tmp_path, sy
     res = evaluate_dir(out / "scores", synthetic_root / "SegmentationClass", ids, "npy", 6, threshold=0.55)
     png = evaluate_dir(out / "pred", synthetic_root / "SegmentationClass", ids, "png", 6)
     assert res["mIoU_seam"] == pytest.approx(png["mIoU_seam"], abs=2e-3)  # same rule, npy vs PNG
+
+
+def test_cli_writes_log_config_and_metrics_into_out_dir(tmp_path, mixed_root, cam_ckpt):
+    """Bug 9/10: out_dir is the run folder (log, .hydra, config.yaml with the recipe that ran, metrics.json in
+    fractions named val/...), no outputs/ folder appears, the last line is val/mIoU=0.XXXX; a failing run
+    leaves its traceback in the log."""
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "wsss.infer", f"ckpt={cam_ckpt}", f"dataset.root={mixed_root}",
+           "dataset.packaged_lists=false", "split=val", f"out_dir={out}", "loader_workers=0", "workers=1",
+           "device=cpu", "progress=false", "scales=[1.0,0.5]", "crf=seam"]
+    proc = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert not (tmp_path / "outputs").exists()
+    assert (out / ".hydra" / "config.yaml").is_file() and (out / "infer.log").stat().st_size > 0
+    last = proc.stdout.strip().splitlines()[-1]
+    saved = json.loads((out / "metrics.json").read_text())
+    assert last == f"val/mIoU={saved['val/mIoU']:.4f}"
+    assert "val/crf/mIoU=" in proc.stdout and "%" not in proc.stdout
+    assert saved["tool"] == "infer" and saved["split"] == "val" and saved["protocol"]["crf"] == "seam"
+    assert 0 <= saved["val/crf/mIoU"] <= 1 and "val/crf/IoU" in saved and "val/mIoU_seam" in saved
+    from omegaconf import OmegaConf
+
+    ran = OmegaConf.load(out / "config.yaml")
+    assert list(ran.scales) == [1.0, 0.5]  # given on the command line
+    assert ran.flip is False and ran.resize == "pil_bicubic" and ran.classes == "label"  # the method's recipe
+    assert ran.crf.name == "seam" and ran.bg.threshold == 0.3 and ran.out_dir == str(out)
+    settings = json.loads((out / "settings.json").read_text())
+    assert settings["ckpt"]["path"] == str(cam_ckpt) and settings["ckpt"]["size"] == cam_ckpt.stat().st_size
+    assert settings["scales"] == [1.0, 0.5] and settings["crf"]["name"] == "seam"
+
+    bad = tmp_path / "bad"
+    proc = subprocess.run(cmd[:-1] + [f"out_dir={bad}", "split=nosuch"], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode != 0
+    logged = (bad / "infer.log").read_text()
+    assert "split list 'nosuch' not found" in logged and "Traceback" in logged
+
+
+def test_resume_refuses_outputs_of_other_settings(tmp_path, mixed_root, cam_model):
+    """Bug 14: a rerun into the same out_dir with other settings stops, naming both values and the fix."""
+    out = tmp_path / "out"
+    run(infer_cfg(mixed_root, out, "scales=[1.0]", "flip=false", "crf=none"), cam_model)
+    with pytest.raises(SettingsMismatch, match=r"scales\.0.*|scales.*\[1\.0\].*overwrite=true"):
+        run(infer_cfg(mixed_root, out, "scales=[1.0,0.5]", "flip=false", "crf=none"), cam_model)
+    with pytest.raises(SettingsMismatch, match=r"flip: false there, true now.*overwrite=true.*another out_dir"):
+        run(infer_cfg(mixed_root, out, "scales=[1.0]", "flip=true", "crf=none"), cam_model)
+    first = np.load(out / "scores" / "img0.npy", allow_pickle=True).item()
+    metrics = run(infer_cfg(mixed_root, out, "scales=[1.0]", "flip=true", "crf=none", "overwrite=true"), cam_model)
+    assert json.loads((out / "settings.json").read_text())["flip"] is True
+    redone = np.load(out / "scores" / "img0.npy", allow_pickle=True).item()
+    assert any(not np.array_equal(first[k], redone[k]) for k in first)
+    assert metrics["pred"]["mIoU"] == pytest.approx(json.loads((out / "metrics.json").read_text())["val/mIoU"])
+    (out / "settings.json").unlink()  # outputs whose settings nobody recorded
+    with pytest.raises(SettingsMismatch, match="no settings.json"):
+        run(infer_cfg(mixed_root, out, "scales=[1.0]", "flip=true", "crf=none"), cam_model)
+
+
+def test_multirun_gives_each_job_its_own_folder(tmp_path, mixed_root, cam_ckpt):
+    """Bug 14: `-m ... out_dir=X flip=true,false` writes X/0 and X/1, each with its own settings and metrics."""
+    out = tmp_path / "sweep"
+    cmd = [sys.executable, "-m", "wsss.infer", "-m", f"ckpt={cam_ckpt}", f"dataset.root={mixed_root}",
+           "dataset.packaged_lists=false", f"out_dir={out}", "loader_workers=0", "workers=1", "device=cpu",
+           "progress=false", "scales=[1.0]", "crf=none", "flip=true,false"]
+    proc = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    settings = [json.loads((out / str(n) / "settings.json").read_text()) for n in (0, 1)]
+    assert [s["flip"] for s in settings] == [True, False]
+    assert all(len(list((out / str(n) / "pred").glob("*.png"))) == len(SIZES) for n in (0, 1))
+    assert all((out / str(n) / "infer.log").is_file() for n in (0, 1))
+    assert not list(out.glob("scores")) and not (tmp_path / "multirun").exists()
+    assert "job 1 writes to" in (out / "1" / "infer.log").read_text()
+
+
+def test_checkpoint_classes_must_match_the_data(tmp_path, mixed_root, cam_model):
+    """Bug 6: a 6-class checkpoint on a root that says 21 classes, or on a root without class_names.txt under
+    the 21-class dataset=voc, stops with the file and the fix."""
+    root = tmp_path / "VOC"
+    shutil.copytree(mixed_root, root)
+    (root / "class_names.txt").write_text("\n".join(["background"] + [f"c{i}" for i in range(20)]) + "\n")
+    with pytest.raises(ValueError, match=r"class_names.txt lists 21 classes.*checkpoint \(6 classes\).*"
+                                         r"dataset=synthetic"):
+        run(infer_cfg(root, tmp_path / "o1"), cam_model)
+    (root / "class_names.txt").unlink()
+    with pytest.raises(ValueError, match=r"checkpoint has 6 classes.*dataset config has 21.*dataset=synthetic"):
+        run(infer_cfg(root, tmp_path / "o2"), cam_model)
+    assert not (tmp_path / "o2" / "scores").exists()  # refused before writing anything
+    save_cls_labels_npy(root / "cls_labels.npy", {"img0": np.ones(20, np.float32)})
+    from wsss.data.formats import DataFormatError
+
+    with pytest.raises(DataFormatError, match=r"cls_labels.npy was made for another number of classes"):
+        run(infer_cfg(root, tmp_path / "o3", "dataset=synthetic", "dataset.packaged_lists=false"), cam_model)
 
 
 def test_bad_inputs_name_the_file(tmp_path, mixed_root, cam_model):
@@ -178,6 +291,7 @@ def test_bad_inputs_name_the_file(tmp_path, mixed_root, cam_model):
     (broken / "ImageSets/Segmentation").mkdir(parents=True)
     (broken / "JPEGImages").mkdir()
     (broken / "ImageSets/Segmentation/val.txt").write_text("missing_image\n")
+    (broken / "class_names.txt").write_text("\n".join(NAMES) + "\n")
     with pytest.raises(FileNotFoundError, match="missing_image.jpg"):
         run(infer_cfg(broken, tmp_path / "o2"), cam_model)
     with pytest.raises(FileNotFoundError, match="split list 'nosuch'"):

@@ -36,7 +36,7 @@ log = logging.getLogger(__name__)
 
 def memory_items(cfg: DictConfig, num_classes: int) -> list:
     """``(id, image path, label path)`` of ``cfg.split`` in the order the reference concatenates them."""
-    from wsss.infer import split_items
+    from wsss.inference.split import split_items
 
     items = split_items(cfg.dataset, str(cfg.split), num_classes)
     labels_dir = cfg.get("labels_dir")
@@ -90,7 +90,7 @@ def write_memory(path: Path, memory: dict) -> None:
 
 def run(cfg: DictConfig, model) -> Path:
     """Write the memory of ``cfg.split`` to ``cfg.out``; returns its path."""
-    from wsss.infer import pick_device
+    from wsss.inference.device import pick_device
     from wsss.methods.spml import SPMLModule
 
     if not isinstance(model, SPMLModule):
@@ -140,11 +140,13 @@ def main(cfg: DictConfig) -> None:
     from hydra.core.hydra_config import HydraConfig
 
     from wsss.inference.loading import model_from_cli
+    from wsss.outputs import log_errors
 
-    cfg, model = model_from_cli(cfg, "spml_memory")
-    if cfg.get("method") is not None:
-        apply_settings(model, cfg, HydraConfig.get().overrides.task)
-    run(cfg, model)
+    with log_errors(log):
+        cfg, model = model_from_cli(cfg, "spml_memory")
+        if cfg.get("method") is not None:
+            apply_settings(model, cfg, HydraConfig.get().overrides.task)
+        run(cfg, model)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,158 @@
+"""The inference loop of ``wsss.infer``: batched multi-scale + flip scores, per-image outputs, CRF on the side.
+
+Per image: ``scores/ID.npy`` (SEAM's dict), ``pred/ID.png`` (argmax under the method's background rule) and,
+with a CRF preset, ``crf/ID.png`` from a pool of worker processes while inference goes on.
+"""
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Dict, List, Optional
+
+import numpy as np
+import torch
+
+from wsss.data.formats import read_image, save_score_dict, write_label_png
+from wsss.inference.device import autocast
+from wsss.outputs import check_writable, fingerprint
+
+RECIPE_KEYS = ("scales", "flip", "resize", "classes", "pred_with_labels")
+
+
+def resolve_recipe(model, cfg) -> dict:
+    """The method's inference recipe with the CLI's non-null values on top."""
+    recipe = dict(model.inference)
+    for key in RECIPE_KEYS:
+        if cfg.get(key) is not None:
+            value = cfg[key]
+            recipe[key] = [float(s) for s in value] if key == "scales" else value
+    if not recipe["scales"] or any(float(s) <= 0 for s in recipe["scales"]):
+        raise ValueError(f"scales must be positive numbers, got {recipe['scales']}")
+    return recipe
+
+
+def preset_settings(preset) -> dict:
+    """A CRF preset as plain values (its ``source`` citation does not change outputs)."""
+    out = dataclasses.asdict(preset)
+    out.pop("source", None)
+    return out
+
+
+def inference_settings(cfg, model, recipe: dict, preset) -> dict:
+    """What determines the files of ``wsss.infer`` (``settings.json``); a rerun resumes only when it is equal.
+
+    Left out: batch size and worker counts (bit-identical outputs), device and ``channels_last`` (1e-6).
+    """
+    memory = cfg.get("retrieval_memory")
+    return {"tool": "infer", "ckpt": fingerprint(cfg.ckpt), "method": getattr(model, "method_name", None),
+            "split": str(cfg.split), "dataset_root": str(Path(str(cfg.dataset.root)).expanduser().absolute()),
+            "num_classes": int(model.num_classes), "class_names": list(model.class_names),
+            **{k: recipe[k] for k in RECIPE_KEYS}, "aggregation": getattr(model, "score_aggregation", "sum"),
+            "background": {k: v for k, v in dict(model.bg).items() if k in ("rule", "threshold", "alpha")},
+            "crf": preset_settings(preset), "precision": str(cfg.precision),
+            "retrieval_memory": fingerprint(memory) if memory else None}
+
+
+# ----- output folders ------------------------------------------------------------------------
+def prepare_out_dirs(out_dir: Path, with_crf: bool) -> Dict[str, Path]:
+    dirs = {"scores": out_dir / "scores", "pred": out_dir / "pred"}
+    if with_crf:
+        dirs["crf"] = out_dir / "crf"
+    for path in dirs.values():
+        check_writable(path)
+    return dirs
+
+
+def outputs_of(dirs: Dict[str, Path], image_id: str) -> Dict[str, Path]:
+    return {k: d / f"{image_id}.{'npy' if k == 'scores' else 'png'}" for k, d in dirs.items()}
+
+
+def has_outputs(out_dir: Path) -> bool:
+    """Whether ``out_dir`` holds any per-image file of an earlier run."""
+    return any(next((out_dir / k).glob("*.*"), None) is not None for k in ("scores", "pred", "crf")
+               if (out_dir / k).is_dir())
+
+
+# ----- CRF jobs (worker processes) -----------------------------------------------------------
+def crf_job(task: dict) -> str:
+    """Dense CRF of one image from its stored scores; writes the label PNG atomically."""
+    from wsss.postprocess.crf import dense_crf, refine
+
+    image = read_image(task["image"])
+    if task["probs"] is not None:  # learned background: CRF on the network's own probabilities
+        probs, class_ids = task["probs"], np.asarray(task["class_ids"])
+        label = class_ids[np.argmax(dense_crf(image, probs, task["preset"]), axis=0)].astype(np.uint8)
+    else:
+        label = refine(image, task["fg"], task["keys"], task["preset"], task["bg"], task["num_classes"])
+    write_label_png(task["out"], label)
+    return task["out"]
+
+
+def stored_classes(label: Optional[torch.Tensor], mode: str, num_fg: int) -> List[int]:
+    if mode == "all" or label is None:
+        return list(range(num_fg))
+    return [int(k) for k in torch.nonzero(label > 0.5).flatten()]
+
+
+def write_image_outputs(model, recipe: dict, name: str, label, agg: torch.Tensor, fg: np.ndarray,
+                        paths: Dict[str, Path], crf, crf_task: dict) -> None:
+    """Score dict, prediction PNG and (queued) CRF label of one image from its aggregated raw scores."""
+    keys = stored_classes(label, recipe["classes"], fg.shape[0])
+    save_score_dict(paths["scores"], {k: fg[k] for k in keys})
+    full = model.finalize_scores(agg[None])[0].float()
+    if recipe["pred_with_labels"] and label is not None:
+        from wsss.methods.base import restrict_to_labels
+
+        full = restrict_to_labels(full[None], label[None].to(full.device))[0]
+    write_label_png(paths["pred"], full.argmax(0).cpu().numpy().astype(np.uint8))
+    if crf is None:
+        return
+    task = dict(crf_task, out=str(paths["crf"]), probs=None, fg=None, keys=None)
+    if model.bg.get("rule") == "learned" and crf_task["preset"].background is None:
+        rows = [0] + [k + 1 for k in keys]
+        task.update(probs=full[rows].cpu().numpy().astype(np.float32), class_ids=rows)
+    else:
+        task.update(fg=np.ascontiguousarray(fg[keys]), keys=keys)
+    crf.submit(task)
+
+
+# ----- the loop ------------------------------------------------------------------------------
+def infer_images(model, todo: list, recipe: dict, preset, dirs: Dict[str, Path], device: torch.device, cfg) -> None:
+    """Run ``model`` over the ``todo`` split items and write their outputs (``cfg``: batch size, workers, ...)."""
+    from torch.utils.data import DataLoader
+    from tqdm import tqdm
+
+    from wsss.inference.data import PyramidImages, SizeBatchSampler, collate_pyramids, image_size
+    from wsss.inference.multiscale import aggregate_raw_scores
+    from wsss.postprocess.crf import Background
+    from wsss.workers import BackgroundJobs
+
+    if not todo:
+        return
+    bg = None if model.bg.get("rule") == "learned" else Background.from_config(
+        {k: v for k, v in model.bg.items() if k in ("rule", "threshold", "alpha")})
+    crf = BackgroundJobs(crf_job, int(cfg.workers)) if preset.enabled else None
+    crf_task = {"preset": preset, "bg": bg, "num_classes": model.num_classes}
+    dataset = PyramidImages([it["id"] for it in todo], [str(it["image"]) for it in todo],
+                            [it["label"] for it in todo], recipe["scales"], recipe["resize"])
+    sampler = SizeBatchSampler([image_size(str(it["image"])) for it in todo], int(cfg.batch_size))
+    loader = DataLoader(dataset, batch_sampler=sampler, num_workers=int(cfg.loader_workers),
+                        collate_fn=collate_pyramids, pin_memory=device.type == "cuda")
+    aggregation = getattr(model, "score_aggregation", "sum")
+    image_of = {it["id"]: str(it["image"]) for it in todo}
+    try:
+        with tqdm(total=len(todo), desc="infer", unit="img", disable=not cfg.progress) as bar:
+            for batch in loader:
+                inputs = [x.to(device, non_blocking=True) for x in batch["inputs"]]
+                with autocast(device, cfg.precision):
+                    agg = aggregate_raw_scores(model, inputs, batch["size"], bool(recipe["flip"]), aggregation,
+                                               bool(cfg.get("channels_last")))
+                agg = agg.float()
+                fg = model.foreground_scores(agg).float().cpu().numpy()
+                for i, name in enumerate(batch["name"]):
+                    write_image_outputs(model, recipe, name, batch["cls"][i], agg[i], fg[i],
+                                        outputs_of(dirs, name), crf, dict(crf_task, image=image_of[name]))
+                bar.update(len(batch["name"]))
+    finally:
+        if crf is not None:
+            crf.close()
