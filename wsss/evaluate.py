@@ -39,7 +39,7 @@ from wsss.paths import config_dir
 from wsss.reporting import (background_protocol, echo, fmt, format_table, metrics_record, named_metrics, protocol,
                             value_line, warn, write_metrics)
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("wsss.evaluate")  # not __main__ under python -m
 
 
 # ----- reporting -----------------------------------------------------------------------------
@@ -193,16 +193,16 @@ def run(cfg) -> dict:
     res.update(list=str(cfg["list"]), split=split, threshold_chosen="fixed" if cfg.get("threshold") is not None
                else "curve")
     if "curve" in res:
-        echo(format_curve(res, split))
-    echo(format_table(res, split, threshold_note(res)))
+        echo(format_curve(res, split), logger=log)
+    echo(format_table(res, split, threshold_note(res)), logger=log)
     if res.get("curve", {}).get("warning"):
-        warn(res["curve"]["warning"])
+        warn(res["curve"]["warning"], logger=log)
     written = write_outputs(res, evaluation_record(res, split), out)
     effective = {"out_dir": str(out_dir), "out": str(out), "curve_thresholds": thresholds, "split": split,
                  "dataset.num_classes": num_classes, "dataset.class_names": names,
                  "threshold": res.get("threshold") if res["type"] == "npy" else None}
     written["config"] = str(write_effective_config(out_dir, cfg, effective))
-    echo("wrote " + ", ".join(written.values()))
+    echo("wrote " + ", ".join(written.values()), logger=log)
     logger_cfg = cfg.get("logger")
     if logger_cfg:
         image_dir = cfg.get("image_dir")
@@ -210,7 +210,7 @@ def run(cfg) -> dict:
         count = int(cfg.get("overlay_count", 8))
         grid = overlay_examples(res, ids, image_dir if image_dir.is_dir() else None, count) if count > 0 else None
         log_wandb(logger_cfg, res, written, grid)
-    echo(value_line(f"{split}/mIoU", res["mIoU"]))
+    echo(value_line(f"{split}/mIoU", res["mIoU"]), logger=log)
     return res
 
 

@@ -47,7 +47,7 @@ from wsss.paths import config_dir
 from wsss.reporting import (background_protocol, echo, format_table, metrics_record, named_metrics, protocol,
                             value_line, write_metrics)
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("wsss.infer")  # not __main__ under python -m
 
 
 def run(cfg: DictConfig, model=None) -> dict:
@@ -83,9 +83,9 @@ def run(cfg: DictConfig, model=None) -> dict:
     metrics = report(cfg, items, dirs, model, out_dir, recipe, preset)
     if metrics:
         written.append(str(out_dir / "metrics.json"))
-    echo(f"outputs: {out_dir} (wrote {', '.join(written)})")
+    echo(f"outputs: {out_dir} (wrote {', '.join(written)})", logger=log)
     if "pred" in metrics:
-        echo(value_line(f"{cfg.split}/mIoU", metrics["pred"]["mIoU"]))
+        echo(value_line(f"{cfg.split}/mIoU", metrics["pred"]["mIoU"]), logger=log)
     return metrics
 
 
@@ -94,7 +94,7 @@ def report(cfg, items: List[SplitItem], dirs: Dict[str, Path], model, out_dir: P
     from wsss.metrics.folders import evaluate_dir
 
     if not items or any(it["gt"] is None for it in items):
-        echo("no GT masks for every image of the split: mIoU not computed")
+        echo("no GT masks for every image of the split: mIoU not computed", logger=log)
         return {}
     gt_dirs = {Path(it["gt"]).parent for it in items}
     if len(gt_dirs) != 1:
@@ -106,7 +106,8 @@ def report(cfg, items: List[SplitItem], dirs: Dict[str, Path], model, out_dir: P
             res = evaluate_dir(dirs[kind], gt_dir, ids, "png", model.num_classes, model.class_names,
                                workers=max(1, int(cfg.workers)))
             output = None if kind == "pred" else "crf"
-            echo(f"== {kind}: {dirs[kind]} ==\n{format_table(res, '/'.join(p for p in (split, output) if p))}")
+            prefix = "/".join(p for p in (split, output) if p)
+            echo(f"== {kind}: {dirs[kind]} ==\n{format_table(res, prefix)}", logger=log)
             metrics[kind] = {k: res[k] for k in ("mIoU", "mIoU_seam", "pixel_acc", "IoU", "IoU_seam", "precision",
                                                  "recall", "confusion")}
             named.update(named_metrics(res, split, output))

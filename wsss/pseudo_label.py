@@ -42,7 +42,7 @@ from wsss.reporting import (background_protocol, echo, format_table, metrics_rec
                             value_line, write_metrics)
 from wsss.workers import map_tasks
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("wsss.pseudo_label")  # not __main__ under python -m
 
 
 # ----- one image (runs in worker processes) --------------------------------------------------
@@ -256,18 +256,18 @@ def run(cfg) -> dict:
     res = make_pseudo_labels(layout, cfg.split, cfg.scores_dir, out_dir, preset, bg, num_classes, names,
                              workers=int(cfg.get("workers", 0)), overwrite=bool(cfg.get("overwrite", False)),
                              gt_dir=cfg.get("gt_dir"), progress=bool(cfg.get("progress", True)))
-    echo(format_report(res))
+    echo(format_report(res), logger=log)
     written = [str(write_effective_config(out_dir, cfg, {"out_dir": str(out_dir), "bg": {
         k: res["background"][k] for k in ("rule", "threshold", "alpha")},
                                                          "dataset.num_classes": num_classes,
                                                          "dataset.class_names": names}))]
     if res["num_scored"]:
         written.append(str(write_metrics(out_dir / "metrics.json", labelling_record(res))))
-    echo("wrote " + ", ".join(written))
+    echo("wrote " + ", ".join(written), logger=log)
     if cfg.get("logger"):
         log_wandb(cfg.logger, res, layout, layout.split_ids(cfg.split), int(cfg.get("overlay_count", 8)))
     if res["num_scored"]:
-        echo(value_line(f"{res['split']}/mIoU", res["mIoU"]))
+        echo(value_line(f"{res['split']}/mIoU", res["mIoU"]), logger=log)
     return res
 
 

@@ -99,11 +99,12 @@ def format_table(res: Mapping, prefix: str, note: str = "") -> str:
     return "\n".join(lines)
 
 
-def echo(text: str, level: int = logging.INFO) -> None:
-    """Print to stdout and write the same text to the run's log file (not again to the console)."""
+def echo(text: str, level: int = logging.INFO, logger: logging.Logger | None = None) -> None:
+    """Print to stdout and write the same text to the run's log file (not again to the console), under
+    ``logger``'s name (the tool's, e.g. ``wsss.evaluate``)."""
     print(text, flush=True)
-    to_log_file(log, level, text)
+    to_log_file(logger or log, level, text)
 
 
-def warn(text: str) -> None:
-    echo(f"WARNING: {text}", logging.WARNING)
+def warn(text: str, logger: logging.Logger | None = None) -> None:
+    echo(f"WARNING: {text}", logging.WARNING, logger)

@@ -31,7 +31,7 @@ from omegaconf import DictConfig
 
 from wsss.paths import config_dir
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("wsss.spml_memory")  # not __main__ under python -m
 
 
 def memory_items(cfg: DictConfig, num_classes: int) -> list:
