@@ -107,9 +107,9 @@ def dataset_layout(cfg) -> VOCLayout:
     if root in (None, "", "???"):
         raise ValueError("dataset.root=... is required (the VOC-layout folder holding JPEGImages/)")
     if ds.get("synthetic"):
-        from wsss.data.synthetic import ensure_synthetic_voc
+        from wsss.data.synthetic import prepare_synthetic
 
-        ensure_synthetic_voc(root, **OmegaConf.to_container(ds.synthetic, resolve=True))
+        prepare_synthetic(root, OmegaConf.to_container(ds.synthetic, resolve=True), ds.get("synthetic_home"))
     return VOCLayout(root, packaged_fallback=bool(ds.get("packaged_lists", False)))
 
 

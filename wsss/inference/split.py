@@ -27,7 +27,8 @@ def split_items(dataset_cfg, split: str, num_classes: int) -> List[SplitItem]:
 
         layout = VOCLayout(dataset_cfg.root, packaged_fallback=bool(dataset_cfg.get("packaged_lists", False)))
         ids = layout.split_ids(split)
-        labels_file = layout.cls_labels_file()
+        # the root's own labels, else (below) its GT masks, else the packaged VOC labels (see VOCLayout.image_labels)
+        labels_file = layout.cls_labels_file(packaged=False)
         labels = load_cls_labels(labels_file, num_classes - 1) if labels_file is not None else {}
         items = [SplitItem(id=i, image=layout.image_path(i), label=labels.get(i), gt=layout.mask_path(i, split))
                  for i in ids]
@@ -43,4 +44,10 @@ def split_items(dataset_cfg, split: str, num_classes: int) -> List[SplitItem]:
             present = present[(present > 0) & (present < num_classes)]
             item["label"] = np.zeros(num_classes - 1, np.float32)
             item["label"][present - 1] = 1.0
+    unlabelled = [it for it in items if it["label"] is None]
+    packaged = layout.cls_labels_file() if unlabelled and hasattr(layout, "cls_labels_file") else None
+    if packaged is not None:
+        fallback = load_cls_labels(packaged, num_classes - 1)
+        for item in unlabelled:
+            item["label"] = fallback.get(item["id"])
     return items
