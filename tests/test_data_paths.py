@@ -31,6 +31,13 @@ def test_voc_dataset_config_builds(tmp_path, voc_folder):
     assert batch["image"].shape[-1] <= 64 and batch["cls"].shape[1] == 20
 
 
+def test_too_few_images_for_a_batch_is_an_error(tmp_path, voc_folder):
+    """drop_last with fewer images than the batch used to train zero steps and report an untrained model."""
+    dm = build_datamodule(_voc_cfg(tmp_path, voc_folder, "dataset.batch_size=16"))
+    with pytest.raises(ValueError, match=r"has 6 images, fewer than dataset.batch_size=16"):
+        dm.setup("fit")
+
+
 def test_pseudo_label_dir_is_relative_to_the_working_directory(tmp_path, voc_folder, monkeypatch):
     work = tmp_path / "work"
     shutil.copytree(voc_folder / "SegmentationClassAug", work / "runs" / "pseudo")

@@ -277,6 +277,10 @@ class VOCDataModule(pl.LightningDataModule):
         self.prepare_data()  # idempotent; covers ranks that skipped prepare_data
         if stage in (None, "fit") and self.train_set is None:
             self.train_set = self._dataset(self.train_split, train=True)
+            if len(self.train_set) < self.batch_size:  # drop_last would leave no batch: an untrained "result"
+                raise ValueError(f"split '{self.train_split}' of {self.root} has {len(self.train_set)} images, fewer "
+                                 f"than dataset.batch_size={self.batch_size}: no full training batch; lower "
+                                 "dataset.batch_size")
         if stage in (None, "fit", "validate") and self.val_set is None:
             self.val_set = self._dataset(self.val_split, train=False)
             if self.limit_val_samples:
