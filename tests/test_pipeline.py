@@ -14,11 +14,12 @@ def _compose(name: str, overrides):
         return compose(config_name=name, overrides=list(overrides))
 
 
-def test_tags_to_second_stage(tmp_path, synthetic_root):
+def run_pipeline(tmp_path, synthetic_root, seed: int = 0) -> dict:
+    """Every stage on the tiny set with ``seed=`` for both trainings; the mIoUs of each stage."""
     from wsss import infer, pseudo_label
     from wsss.evaluate import evaluate_dir
 
-    quiet = ["dataset.num_workers=0", "logger=none", "trainer.enable_progress_bar=false"]
+    quiet = ["dataset.num_workers=0", "logger=none", "trainer.enable_progress_bar=false", f"seed={seed}"]
     cam_cfg = compose_train_cfg(tmp_path / "cam", synthetic_root, quiet + [
         "trainer.max_epochs=25", "trainer.check_val_every_n_epoch=25", "dataset.batch_size=8"])
     cam = fit(cam_cfg)
@@ -48,8 +49,14 @@ def test_tags_to_second_stage(tmp_path, synthetic_root):
         "trainer.check_val_every_n_epoch=14", "dataset.batch_size=8", "method.optim.lr=0.005"])
     floor = constant_background_miou(seg_cfg)
     final = fit(seg_cfg)
-    # measured: floor 0.137, CAM val 0.365, pseudo labels on train 0.466 (curve's best threshold 0.7),
-    # DeepLab val 0.605: the second stage beats the seeds it was trained from
-    assert cam["mIoU"] > floor + 0.1, (cam["mIoU"], floor)
-    assert pseudo["mIoU"] > floor + 0.2, (pseudo["mIoU"], floor)
-    assert final["mIoU"] > max(cam["mIoU"], floor + 0.3), (final["mIoU"], cam["mIoU"], floor)
+    return {"floor": floor, "cam": cam["mIoU"], "threshold": best, "pseudo": pseudo["mIoU"], "final": final["mIoU"]}
+
+
+def test_tags_to_second_stage(tmp_path, synthetic_root):
+    """Seeds, pseudo labels and the second stage each beat the constant-background floor, and the DeepLab trained on
+    the pseudo labels beats the CAM it came from. Same seed, same numbers (tests/test_determinism.py), so the
+    margins below are against the spread over seeds (README, "Reproducibility"), not against noise of one seed."""
+    r = run_pipeline(tmp_path, synthetic_root, seed=0)
+    assert r["cam"] > r["floor"] + 0.1, r
+    assert r["pseudo"] > r["floor"] + 0.2, r
+    assert r["final"] > max(r["cam"], r["floor"] + 0.3), r

@@ -33,6 +33,44 @@ def test_bare_cli_writes_metrics_and_checkpoint(tmp_path):
     assert (out / "checkpoints" / "last.ckpt").is_file()
     assert (out / ".hydra" / "config.yaml").is_file()
     assert (tmp_path / "data" / "synthetic" / "synthetic.json").is_file()
+    # the summary is also in the run's log file, with time and level (Hydra's file handler)
+    log = (out / "train.log").read_text().splitlines()
+    assert re.fullmatch(r"\[[\d\- :,]+\]\[wsss\.train\]\[INFO\] - " + re.escape(last), log[-1]), log[-3:]
+    assert any(line.endswith("per-class IoU:") for line in log)
+    # the recipe it ran
+    run = json.loads((out / "run.json").read_text())
+    assert run["seed"] == 0 and run["wsss_version"]
+    assert {k: run["choices"][k] for k in ("method", "dataset", "backbone", "supervision", "experiment")} == {
+        "method": "cam", "dataset": "synthetic", "backbone": "tiny", "supervision": "tag", "experiment": None}
+    assert "preset" in run["choices"] and "debug=fast" in run["overrides"]
+
+
+def test_missing_resume_checkpoint_fails_first(tmp_path, synthetic_root, monkeypatch):
+    """ckpt_path= naming no file fails at once, naming the file, before data or model are built."""
+    import wsss.engine as engine
+
+    def built(*args, **kwargs):
+        raise AssertionError("built data / model before checking ckpt_path")
+
+    monkeypatch.setattr(engine, "build_datamodule", built)
+    monkeypatch.setattr(engine, "build_method", built)
+    missing = tmp_path / "old_run" / "checkpoints" / "last.ckpt"
+    cfg = compose_train_cfg(tmp_path / "run", synthetic_root, ["debug=fast", "logger=none", f"ckpt_path={missing}"])
+    with pytest.raises(FileNotFoundError, match=re.escape(str(missing))):
+        fit(cfg)
+
+
+def test_cli_error_goes_to_log_file(tmp_path):
+    """A failing run's traceback is in its train.log (Hydra itself prints it to stderr only)."""
+    out = tmp_path / "run"
+    missing = tmp_path / "nowhere.ckpt"
+    proc = subprocess.run([sys.executable, "-m", "wsss.train", "debug=fast", f"hydra.run.dir={out}",
+                           f"paths.data_dir={tmp_path / 'data'}", f"ckpt_path={missing}"],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert proc.returncode != 0
+    log = (out / "train.log").read_text()
+    assert "[ERROR]" in log and "Traceback" in log and f"FileNotFoundError: ckpt_path={missing}" in log, log
+    assert not (tmp_path / "data").exists()  # failed before the data set was made
 
 
 def test_cam_baseline_learns(tmp_path, synthetic_root):
