@@ -111,7 +111,7 @@ def test_published_names_are_published(tmp_path, voc_root):
     assert choices["preset"] == "synthetic_rtc" and small.method.head.proj_dim == 64
     spml, _ = compose_run(["method=spml", "dataset=voc"], voc_root, tmp_path)
     assert spml.method.kmeans.num_clusters == [6, 6] and spml.method.upsample == 2 and spml.method.dropout == 0.75
-    assert spml.method.memory_bank_size == 2 and spml.method.warmup_steps == 100
+    assert spml.method.memory_bank_size == 2 and spml.method.scheduler.warmup_steps == 100
     for name in ("rtc", "spml"):  # every preset names an existing dataset and method
         assert (CONF_DIR / "method" / f"{name}.yaml").is_file()
     for preset in (CONF_DIR / "preset").glob("*.yaml"):

@@ -36,7 +36,7 @@ def test_scores_are_background_first_probabilities_and_groups_follow_the_lr_rule
     assert all(g.get("weight_decay") == 0.0 for g in groups if g["lr"] == pytest.approx(20 * lr))
     n = sum(p.numel() for g in groups for p in g["params"])
     assert n == sum(p.numel() for p in model.parameters() if p.requires_grad)
-    model.train_bn_affine = False
+    model.optim_cfg["paramwise"] = {**model.optim_cfg["paramwise"], "norm_trainable": False}
     bn = sum(p.numel() for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d) for p in m.parameters())
     assert sum(p.numel() for g in model.param_groups() for p in g["params"]) == n - bn
 

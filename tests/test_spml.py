@@ -129,10 +129,11 @@ def test_scores_are_probabilities_and_missing_inputs_are_explained():
 
 
 def test_memory_bank_keeps_last_batches_and_lr_groups():
+    from wsss.optim import method_optim
     from wsss.methods.spml import SPMLModule
 
     model = SPMLModule(backbone={"name": "tiny"}, num_classes=4, upsample=1, memory_bank_size=2,
-                       kmeans={"num_clusters": [2, 2], "iterations": 2})
+                       kmeans={"num_clusters": [2, 2], "iterations": 2}, optim=method_optim("spml"))
     batch = {"image": torch.randn(2, 3, 32, 32), "cls": torch.tensor([[1.0, 0, 0], [0, 1.0, 0]]),
              "weak": torch.full((2, 32, 32), 255), "segments": torch.zeros(2, 32, 32, dtype=torch.long)}
     batch["weak"][0, :8] = 1

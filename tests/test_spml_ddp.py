@@ -20,7 +20,7 @@ SETUP = textwrap.dedent("""
         torch.manual_seed(0)
         model = SPMLModule(backbone={"name": "tiny"}, num_classes=4, embedding_dim=16, head_channels=16, upsample=1,
                            dropout=0.0, kmeans={"num_clusters": [2, 2], "iterations": 3}, memory_bank_size=0,
-                           warmup_steps=0, losses={"feat_aff": {"weight": 0.2, "concentration": 4}})
+                           losses={"feat_aff": {"weight": 0.2, "concentration": 4}})
         return model.eval()  # fixed BN statistics: per-rank and joint batches see the same normalisation
 
     def make_batch():

@@ -9,6 +9,7 @@ import torch
 from wsss.data.densepose import DensePoseDataModule, PART_NAMES
 from wsss.data.supervision import SUPERVISIONS
 from wsss.data.voc import VOCDataModule
+from wsss.optim import method_optim
 from wsss.methods.spml import SPMLModule
 
 EPOCHS = {}  # per-supervision overrides of the default 20
@@ -22,8 +23,8 @@ def voc_root(tmp_path_factory):
 
 def small_spml(num_classes, names, **kw):
     return SPMLModule(backbone={"name": "tiny"}, num_classes=num_classes, class_names=names, upsample=1,
-                      kmeans={"num_clusters": [3, 3], "iterations": 5}, warmup_steps=0, memory_bank_size=1,
-                      dropout=0.1, optim={"name": "sgd", "lr": 0.01, "momentum": 0.9, "weight_decay": 5e-4}, **kw)
+                      kmeans={"num_clusters": [3, 3], "iterations": 5}, memory_bank_size=1, dropout=0.1,
+                      optim=method_optim("spml", lr=0.01), scheduler={"name": "poly", "power": 0.9}, **kw)
 
 
 def fit(model, dm, epochs):

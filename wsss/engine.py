@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import importlib
+import io
 import json
 import logging
 import os
@@ -72,6 +73,13 @@ def load_method_checkpoint(path: str | os.PathLike, map_location: str = "cpu") -
             f"{path}: not a wsss Lightning checkpoint (no 'wsss' entry); official checkpoints of the seed "
             "repos are loaded with method=<name> so the method's importer can read them")
     cls = _import(info["target"])
+    from wsss.optim import upgrade_hparams
+
+    if upgrade_hparams(ckpt.get("hyper_parameters") or {}):  # written before wsss.optim: same groups, new keys
+        buffer = io.BytesIO()
+        torch.save(ckpt, buffer)
+        buffer.seek(0)
+        return cls.load_from_checkpoint(buffer, map_location=map_location, weights_only=False)
     return cls.load_from_checkpoint(path, map_location=map_location, weights_only=False)
 
 

@@ -44,6 +44,7 @@ import torch
 import torch.nn.functional as F
 
 from wsss.methods.rtc import RTCModule
+from wsss.optim import method_optim
 
 VOC_FEATURES = {"low": "conv3", "mid": "conv4", "high": "conv5", "final": "conv6"}
 
@@ -59,8 +60,7 @@ def make_batch(batch: int, size: int, device):
 
 def wsss_step_fn(size: int, view2: int, batch: int, precision: str, channels_last: bool, device, seg: bool = True):
     model = RTCModule(backbone={"name": "resnet38d"}, num_classes=21, features=VOC_FEATURES, view2_size=view2,
-                      seg_start_epoch=0 if seg else 10 ** 6, optim={"name": "sgd", "lr": 0.01, "momentum": 5e-4,
-                                                "weight_decay": 5e-4, "head_lr_mult": 10.0}).to(device)
+                      seg_start_epoch=0 if seg else 10 ** 6, optim=method_optim("rtc")).to(device)
     model.train()
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     model = model.to(memory_format=fmt)

@@ -46,6 +46,7 @@ import torch.nn.functional as F
 from types import SimpleNamespace as NS
 
 from wsss.methods.spml import SPMLModule
+from wsss.optim import method_optim
 
 
 def make_inputs(batch: int, size: int, device):
@@ -154,7 +155,8 @@ def main() -> None:
     emb0 = torch.randn(args.batch, 64, h, h, generator=torch.Generator().manual_seed(1)).to(device)
     model = SPMLModule(backbone={"name": "resnet101_deepstem", "output_stride": 8}, num_classes=21, head="aspp",
                        embedding_dim=64, upsample=2, dropout=0.75, kmeans={"num_clusters": [6, 6], "iterations": 10},
-                       memory_bank_size=0, trainable_backbone=["res3", "res4", "res5"]).to(device)
+                       memory_bank_size=0, trainable_backbone=["res3", "res4", "res5"],
+                       optim=method_optim("spml")).to(device)
     model.train()
     ref = Reference(args.ref, device, full=not args.skip_step) if args.ref else None
     rows = []

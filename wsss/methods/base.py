@@ -15,13 +15,13 @@ A method implements ``training_step`` (through :meth:`training_losses`) and
 from __future__ import annotations
 
 import json
-from typing import Dict, Iterable, List, Mapping, Sequence
+from typing import Dict, List, Mapping, Sequence
 
 import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
-from torch import nn
 
+from wsss.optim import optimizers_for, paramwise_config, param_groups
 from wsss.metrics import SegmentationIoU
 from wsss.models.backbones import build_backbone
 from wsss.postprocess.background import add_background
@@ -83,6 +83,7 @@ class WSSSModule(pl.LightningModule):
         self.class_names = list(class_names) if class_names is not None else [str(i) for i in range(num_classes)]
         self.bg = dict(bg or {"rule": "threshold", "threshold": 0.2})
         self.optim_cfg = dict(optim or {"name": "sgd", "lr": 0.01, "momentum": 0.9, "weight_decay": 1e-4})
+        paramwise_config(self.optim_cfg.get("paramwise"))  # unknown keys fail at build, not at fit
         self.sched_cfg = dict(scheduler or {"name": "poly", "power": 0.9})
         self.eval_with_labels = eval_with_labels
         self.log_images = log_images
@@ -171,43 +172,14 @@ class WSSSModule(pl.LightningModule):
                 self.log(f"val/IoU/{name}", iou, sync_dist=False)
 
     # ----- optimisation -------------------------------------------------------------------
-    def head_parameters(self) -> Iterable[nn.Parameter]:
-        backbone_ids = {id(p) for p in self.backbone.parameters()}
-        return [p for p in self.parameters() if id(p) not in backbone_ids]
-
     def param_groups(self) -> List[dict]:
-        """Backbone at the base LR, everything else at ``head_lr_mult`` x (DeepLab's 10x rule)."""
-        lr = self.optim_cfg["lr"]
-        mult = self.optim_cfg.get("head_lr_mult", 10.0)
-        groups = [{"params": [p for p in self.backbone.parameters() if p.requires_grad], "lr": lr},
-                  {"params": [p for p in self.head_parameters() if p.requires_grad], "lr": lr * mult}]
-        return [g for g in groups if g["params"]]
+        """Optimiser groups from ``method.optim.paramwise`` (see :mod:`wsss.optim`)."""
+        return param_groups(self, float(self.optim_cfg["lr"]), float(self.optim_cfg.get("weight_decay", 0.0)),
+                            self.optim_cfg.get("paramwise"))
 
     def configure_optimizers(self):
-        cfg = dict(self.optim_cfg)
-        name = cfg.pop("name", "sgd").lower()
-        cfg.pop("head_lr_mult", None)
-        cfg.pop("lr")
-        groups = self.param_groups()
-        if name == "sgd":
-            opt = torch.optim.SGD(groups, lr=groups[0]["lr"], **cfg)
-        elif name == "adamw":
-            opt = torch.optim.AdamW(groups, lr=groups[0]["lr"], **cfg)
-        elif name == "adam":
-            opt = torch.optim.Adam(groups, lr=groups[0]["lr"], **cfg)
-        else:
-            raise ValueError(f"unknown optimizer '{name}'; use sgd, adam or adamw")
-        sched = dict(self.sched_cfg)
-        kind = sched.pop("name", "poly")
-        if kind in (None, "none", "constant"):
-            return opt
-        if kind != "poly":
-            raise ValueError(f"unknown scheduler '{kind}'; use poly or none")
-        total = max(1, int(self.trainer.estimated_stepping_batches))
-        power = sched.get("power", 0.9)
-        lam = lambda step: max(0.0, 1.0 - min(step, total) / total) ** power  # noqa: E731
-        return {"optimizer": opt,
-                "lr_scheduler": {"scheduler": torch.optim.lr_scheduler.LambdaLR(opt, lam), "interval": "step"}}
+        total = self.trainer.estimated_stepping_batches if self._trainer is not None else 1
+        return optimizers_for(self, self.optim_cfg, self.sched_cfg, total)
 
     # ----- checkpoints --------------------------------------------------------------------
     def load_official(self, path: str) -> None:

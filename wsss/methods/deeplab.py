@@ -11,11 +11,10 @@ flip inference sums probabilities, as the references average them.
 """
 from __future__ import annotations
 
-from typing import Dict, List, Mapping
+from typing import Dict, Mapping
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from wsss.models.heads import build_head
 
@@ -26,7 +25,6 @@ class DeepLabModule(ProbabilityScores, WSSSModule):
     method_name = "deeplab"
 
     def __init__(self, *args, head: Mapping | None = None, ignore_index: int = 255, align_corners: bool = True,
-                 bias_lr_mult: float = 1.0, bias_weight_decay: float | None = None, train_bn_affine: bool = True,
                  **kwargs):
         kwargs.setdefault("eval_with_labels", False)  # a segmentation model never sees image labels at test time
         kwargs.setdefault("bg", {"rule": "learned"})
@@ -37,9 +35,6 @@ class DeepLabModule(ProbabilityScores, WSSSModule):
                                **spec)
         self.ignore_index = ignore_index
         self.align_corners = align_corners
-        self.bias_lr_mult = bias_lr_mult
-        self.bias_weight_decay = bias_weight_decay
-        self.train_bn_affine = train_bn_affine
 
     # ----- network ------------------------------------------------------------------------
     def logits(self, image: torch.Tensor) -> torch.Tensor:
@@ -66,36 +61,3 @@ class DeepLabModule(ProbabilityScores, WSSSModule):
                            "dataset.pseudo_label_dir=DIR (pseudo-label PNGs) or dataset.train_masks=true")
         target = batch["mask"].long()
         return {"ce": F.cross_entropy(self.logits(batch["image"]), target, ignore_index=self.ignore_index)}
-
-    # ----- optimisation -------------------------------------------------------------------
-    def param_groups(self) -> List[dict]:
-        """Backbone / head weights at 1x / ``head_lr_mult`` x, their biases at ``bias_lr_mult`` times that.
-
-        The references' four SGD groups (1x, 2x, 10x, 20x; biases without weight decay) are
-        ``head_lr_mult=10, bias_lr_mult=2, bias_weight_decay=0``. ``train_bn_affine=false`` leaves
-        BatchNorm weights out of the optimiser, as Yude Wang's ``get_parameter_groups`` (convs only) does.
-        """
-        lr = self.optim_cfg["lr"]
-        head_mult = self.optim_cfg.get("head_lr_mult", 10.0)
-        bn_params = {id(p) for m in self.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)
-                     for p in m.parameters()}
-        groups: List[dict] = []
-        for part, mult in ((self.backbone, 1.0), (self.head, head_mult)):
-            weights, biases = [], []
-            for name, p in part.named_parameters():
-                if not p.requires_grad or (not self.train_bn_affine and id(p) in bn_params):
-                    continue
-                (biases if name.endswith("bias") and id(p) not in bn_params else weights).append(p)
-            if weights:
-                groups.append({"params": weights, "lr": lr * mult})
-            if biases:
-                g = {"params": biases, "lr": lr * mult * self.bias_lr_mult}
-                if self.bias_weight_decay is not None:
-                    g["weight_decay"] = self.bias_weight_decay
-                groups.append(g)
-        covered = {id(p) for g in groups for p in g["params"]}
-        rest = [p for p in self.parameters() if p.requires_grad and id(p) not in covered
-                and (self.train_bn_affine or id(p) not in bn_params)]
-        if rest:
-            groups.append({"params": rest, "lr": lr * head_mult})
-        return groups

@@ -165,7 +165,7 @@ class RTCModule(WSSSModule):
                  head: Optional[Mapping] = None, view2_size: int = 128, bg_threshold: float = 0.2,
                  temperature: float = 0.1, prototype_top_divisor: int = 8, ecr_top: float = 0.2,
                  struct_top: float = 0.8, seg_start_epoch: int = 7, refine: Optional[Mapping] = None,
-                 loss_weights: Optional[Mapping[str, float]] = None, bias_lr_mult: float = 2.0,
+                 loss_weights: Optional[Mapping[str, float]] = None,
                  weights: Optional[str] = None, **kwargs):
         super().__init__(*args, **kwargs)
         # the official file is only a starting point: a Lightning checkpoint reloads without it
@@ -180,7 +180,6 @@ class RTCModule(WSSSModule):
         self.ecr_top, self.struct_top = float(ecr_top), float(struct_top)
         self.seg_start_epoch = int(seg_start_epoch)
         self.refine_cfg = dict(refine or {})
-        self.bias_lr_mult = float(bias_lr_mult)
         lw = {"cls": 1.0, "min_pool": 1.0, "er": 1.0, "ecr": 1.0, "struct": 1.0,
                    "nce_intra": 0.1, "nce_cross_label": 0.1, "nce_cross_proto": 0.1, "seg": 1.0}
         unknown = set(loss_weights or {}) - set(lw)
@@ -292,17 +291,3 @@ class RTCModule(WSSSModule):
             pseudo = refine_pseudo_mask(image01, cams.float(), label[:, 1:], valid=valid, **self.refine_cfg)
         return L.balanced_mask_ce(out["seg"], pseudo, label[:, 1:])
 
-    # ----- optimisation ----------------------------------------------------------------------
-    def param_groups(self):
-        """Reference ``get_parameter_groups`` + ``contrast_train.py:254-259``: backbone weights at lr,
-        backbone biases 2x lr without decay, new layers 10x (weights) and 20x (biases, no decay)."""
-        lr = self.optim_cfg["lr"]
-        mult = self.optim_cfg.get("head_lr_mult", 10.0)
-        wd = self.optim_cfg.get("weight_decay", 0.0)
-        groups = {0: [], 1: [], 2: [], 3: []}
-        for module, base in ((self.backbone, 0), (self.head, 2)):
-            for name, p in module.named_parameters():
-                if p.requires_grad:
-                    groups[base + (1 if name.endswith("bias") else 0)].append(p)
-        spec = [(lr, wd), (lr * self.bias_lr_mult, 0.0), (lr * mult, wd), (lr * mult * self.bias_lr_mult, 0.0)]
-        return [{"params": groups[i], "lr": l, "weight_decay": w} for i, (l, w) in enumerate(spec) if groups[i]]

@@ -132,7 +132,7 @@ class SPMLModule(ProbabilityScores, WSSSModule):
                  dropout: float = 0.75, kmeans: Mapping | None = None, local_features: str = "location",
                  loc_embedding_scale: Optional[float] = None, losses: Mapping | None = None,
                  memory_bank_size: int = 2, trainable_backbone: Optional[Sequence[str]] = None,
-                 lr_mult: Mapping | None = None, warmup_steps: int = 100, weights: Optional[str] = None,
+                 weights: Optional[str] = None,
                  inference: Mapping | None = None, test_crop_size: Union[int, Sequence[int]] = 512,
                  test_stride: Union[int, Sequence[int]] = 512, test_image_size: int = 0,
                  sync_prototypes: bool = True, val_multiscale: bool = False,
@@ -160,9 +160,6 @@ class SPMLModule(ProbabilityScores, WSSSModule):
             self.loss_cfg[k].update(dict(v))
         self.memory_bank_size = int(memory_bank_size)
         self.trainable_backbone = list(trainable_backbone) if trainable_backbone else None
-        self.lr_mult = dict(lr_mult or {"backbone_weight": 1.0, "backbone_bias": 2.0, "head_weight": 10.0,
-                                        "head_bias": 20.0})
-        self.warmup_steps = int(warmup_steps)
         self.test_crop_size = _pair(test_crop_size, "test_crop_size")
         self.test_stride = _pair(test_stride, "test_stride")
         self.test_image_size = int(test_image_size)
@@ -436,46 +433,6 @@ class SPMLModule(ProbabilityScores, WSSSModule):
                      for k, v in entry.items()}
         self._memory.append(entry)
         self._memory = self._memory[-self.memory_bank_size:]
-
-    # ----- optimisation -------------------------------------------------------------------------
-    def param_groups(self) -> List[dict]:
-        """SPML's groups: backbone weights x1 / biases x2 (no decay); head and classifier weights x10 /
-        biases x20 (no decay). BN affine parameters count as weights/biases, as in the reference."""
-        lr = self.optim_cfg["lr"]
-        m = self.lr_mult
-        groups = {k: [] for k in ("backbone_weight", "backbone_bias", "head_weight", "head_bias")}
-        for prefix, module in (("backbone", self.backbone), ("head", self.head), ("head", self.classifier)):
-            for name, p in module.named_parameters():
-                if p.requires_grad:
-                    groups[f"{prefix}_{'bias' if name.endswith('bias') else 'weight'}"].append(p)
-        out = []
-        for key, params in groups.items():
-            if params:
-                g = {"params": params, "lr": lr * m.get(key, 1.0)}
-                if key.endswith("bias"):
-                    g["weight_decay"] = 0.0
-                out.append(g)
-        return out
-
-    def configure_optimizers(self):
-        cfg = dict(self.optim_cfg)
-        lr = cfg.pop("lr")
-        cfg.pop("name", None)
-        cfg.pop("head_lr_mult", None)
-        opt = torch.optim.SGD(self.param_groups(), lr=lr, **cfg)
-        total = max(1, int(self.trainer.estimated_stepping_batches)) if self._trainer is not None else 1
-        power = float(self.sched_cfg.get("power", 0.9))
-        warm = self.warmup_steps
-
-        def factor(step: int) -> float:  # spml/utils/general/train.py:lr_poly
-            poly = max(0.0, 1.0 - min(step, total) / total) ** power
-            if step < warm:
-                a = step / warm
-                return min(0.1 * (1 - a) + a, poly)
-            return poly
-
-        return {"optimizer": opt,
-                "lr_scheduler": {"scheduler": torch.optim.lr_scheduler.LambdaLR(opt, factor), "interval": "step"}}
 
     # ----- official checkpoints -----------------------------------------------------------------
     def load_official(self, path: str) -> None:
