@@ -18,7 +18,8 @@ from omegaconf import OmegaConf
 from PIL import Image
 
 from wsss.data.formats import VOC_CLASSES, DataFormatError, save_score_dict, write_label_png
-from wsss.evaluate import evaluate_dir, run
+from wsss.evaluation.run import run
+from wsss.metrics.folders import evaluate_dir
 
 REPO = Path(__file__).resolve().parents[1]
 N = 21
@@ -352,7 +353,7 @@ def test_wandb_offline_logging(data, tmp_path, monkeypatch):
 
 
 def test_overlay_examples_shape(data):
-    from wsss.evaluate import overlay_examples
+    from wsss.evaluation.dashboard import overlay_examples
 
     root, ids, gt_dir, npy_dir, _ = data
     res = evaluate_dir(npy_dir, gt_dir, ids, "npy", N, NAMES, threshold=0.2)

@@ -177,7 +177,7 @@ def test_cli_on_a_trained_checkpoint_then_evaluate_reads_the_scores(tmp_path, sy
     ids = (synthetic_root / "ImageSets/Segmentation/val.txt").read_text().split()
     assert sorted(p.stem for p in (out / "scores").glob("*.npy")) == sorted(ids)
     assert sorted(p.stem for p in (out / "pred").glob("*.png")) == sorted(ids)
-    from wsss.evaluate import evaluate_dir
+    from wsss.metrics.folders import evaluate_dir
 
     res = evaluate_dir(out / "scores", synthetic_root / "SegmentationClass", ids, "npy", 6, threshold=0.55)
     png = evaluate_dir(out / "pred", synthetic_root / "SegmentationClass", ids, "png", 6)

@@ -17,7 +17,7 @@ def _compose(name: str, overrides):
 def run_pipeline(tmp_path, synthetic_root, seed: int = 0) -> dict:
     """Every stage on the tiny set with ``seed=`` for both trainings; the mIoUs of each stage."""
     from wsss import infer, pseudo_label
-    from wsss.evaluate import evaluate_dir
+    from wsss.metrics.folders import evaluate_dir
 
     quiet = ["dataset.num_workers=0", "logger=none", "trainer.enable_progress_bar=false", f"seed={seed}"]
     cam_cfg = compose_train_cfg(tmp_path / "cam", synthetic_root, quiet + [

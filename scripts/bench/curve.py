@@ -29,7 +29,7 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from wsss.data.formats import VOC_CLASSES, save_score_dict, write_label_png  # noqa: E402
-from wsss.evaluate import evaluate_dir  # noqa: E402
+from wsss.metrics.folders import evaluate_dir  # noqa: E402
 
 H, W, N = 375, 500, 21
 

@@ -1,0 +1,70 @@
+"""The W&B side of ``wsss.evaluate logger=wandb``: curve, per-class table, summary and overlay examples."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Dict, Sequence
+
+import numpy as np
+
+from wsss.data.formats import read_image
+from wsss.metrics.folders import predict_npy, read_gt, read_png_prediction
+
+
+def overlay_examples(res: dict, ids: Sequence[str], image_dir: Path | None, count: int) -> np.ndarray:
+    """Image / GT / prediction grid of the first ``count`` ids (predictions at the reported threshold)."""
+    from wsss.viz.overlay import overlay_grid
+
+    pred_dir, gt_dir, n = Path(res["pred_dir"]), Path(res["gt_dir"]), res["num_classes"]
+    images, gts, preds = [], [], []
+    for name in list(ids)[:count]:
+        gt = read_gt(gt_dir / f"{name}.png", n)
+        if res["type"] == "png":
+            pred = read_png_prediction(pred_dir / f"{name}.png", gt, n)
+        else:
+            pred = predict_npy(pred_dir / f"{name}.npy", gt, n, res["threshold"])
+        img = None
+        if image_dir is not None and (image_dir / f"{name}.jpg").is_file():
+            img = read_image(image_dir / f"{name}.jpg")
+            if img.shape[:2] != gt.shape:
+                img = None
+        images.append(img)
+        gts.append(gt)
+        preds.append(pred)
+    return overlay_grid(images, gts, preds, max_rows=count)
+
+
+def log_wandb(logger_cfg, res: dict, written: Dict[str, str], grid: np.ndarray | None) -> None:
+    """Curve, per-class table, summary and overlays to the W&B run of ``logger=wandb``."""
+    from hydra.utils import instantiate
+    from pytorch_lightning.loggers import WandbLogger
+
+    loggers = [instantiate(c) for c in (logger_cfg or {}).values() if c is not None]
+    wandb_loggers = [lg for lg in loggers if isinstance(lg, WandbLogger)]
+    if not wandb_loggers:
+        return
+    import wandb
+
+    run = wandb_loggers[0].experiment
+    table = wandb.Table(columns=["class", "IoU", "IoU_seam", "precision", "recall"])
+    for name in res["class_names"]:
+        table.add_data(name, res["IoU"][name], res["IoU_seam"][name], res["precision"][name], res["recall"][name])
+    split = res["split"]
+    payload = {f"{split}/mIoU": res["mIoU"], f"{split}/mIoU_seam": res["mIoU_seam"],
+               f"{split}/pixel_acc": res["pixel_acc"], f"{split}/per_class": table}
+    if "curve" in res:
+        c = res["curve"]
+        curve_table = wandb.Table(columns=["threshold", "mIoU_seam", "mIoU"],
+                                  data=[list(r) for r in zip(c["thresholds"], c["mIoU_seam"], c["mIoU"])])
+        payload[f"{split}/curve"] = wandb.plot.line(curve_table, "threshold", "mIoU_seam",
+                                                    title="mIoU vs background threshold")
+        payload[f"{split}/curve_table"] = curve_table
+        payload[f"{split}/curve_plot"] = wandb.Image(written["curve_png"])
+        payload[f"{split}/per_class_plot"] = wandb.Image(written["per_class_png"])
+        payload[f"{split}/best_threshold"] = c["best"]["threshold"]
+    if grid is not None:
+        payload[f"{split}/overlays"] = wandb.Image(grid, caption="image | GT | prediction")
+    run.log(payload)
+    for key in ("mIoU", "mIoU_seam", "threshold"):
+        if res.get(key) is not None:
+            run.summary[f"{split}/{key}"] = res[key]
+    wandb.finish()

@@ -1,0 +1,62 @@
+"""One ``wsss.evaluate`` run from its config: checks, the one-pass evaluation, report, files, W&B."""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from wsss.classes import check_class_names_file, class_config
+from wsss.data.formats import read_split_list
+from wsss.evaluation.dashboard import log_wandb, overlay_examples
+from wsss.evaluation.report import evaluation_record, format_curve, threshold_note, write_outputs
+from wsss.metrics.curve import resolve_thresholds
+from wsss.metrics.folders import evaluate_dir
+from wsss.outputs import check_writable, output_dir, write_effective_config
+from wsss.reporting import echo, format_table, value_line, warn
+
+log = logging.getLogger("wsss.evaluate")  # not __main__ under python -m
+
+
+def run(cfg) -> dict:
+    """The CLI without Hydra's decorator (callable from tests and other entry points)."""
+    for key in ("pred_dir", "gt_dir", "list"):
+        if cfg.get(key) in (None, "", "???"):
+            raise ValueError(f"{key}=... is required: python -m wsss.evaluate pred_dir=DIR "
+                             "gt_dir=ROOT/SegmentationClass list=LIST type=npy|png")
+    num_classes, names = class_config(cfg)
+    gt_dir = Path(cfg["gt_dir"])
+    check_class_names_file(gt_dir.parent, names)
+    ids = read_split_list(cfg["list"])
+    split = Path(str(cfg["list"])).stem
+    curve = bool(cfg.get("curve", False))
+    if curve and cfg["type"] != "npy":
+        raise ValueError("curve=true needs type=npy score files (PNG predictions have no scores)")
+    thresholds = resolve_thresholds(cfg.get("curve_thresholds") or "seam") if curve else None
+    has_folder = cfg.get("out_dir") or cfg.get("paths") is not None or not cfg.get("out")
+    out_dir = output_dir(cfg) if has_folder else Path(str(cfg["out"])).expanduser().parent
+    check_writable(out_dir)
+    out = Path(str(cfg["out"])).expanduser() if cfg.get("out") else out_dir / "metrics.json"
+    res = evaluate_dir(cfg["pred_dir"], gt_dir, ids, type=cfg["type"], num_classes=num_classes,
+                       class_names=names, threshold=cfg.get("threshold"), curve_thresholds=thresholds,
+                       workers=int(cfg.get("workers", 1)), progress=bool(cfg.get("progress", True)))
+    res.update(list=str(cfg["list"]), split=split, threshold_chosen="fixed" if cfg.get("threshold") is not None
+               else "curve")
+    if "curve" in res:
+        echo(format_curve(res, split), logger=log)
+    echo(format_table(res, split, threshold_note(res)), logger=log)
+    if res.get("curve", {}).get("warning"):
+        warn(res["curve"]["warning"], logger=log)
+    written = write_outputs(res, evaluation_record(res, split), out)
+    effective = {"out_dir": str(out_dir), "out": str(out), "curve_thresholds": thresholds, "split": split,
+                 "dataset.num_classes": num_classes, "dataset.class_names": names,
+                 "threshold": res.get("threshold") if res["type"] == "npy" else None}
+    written["config"] = str(write_effective_config(out_dir, cfg, effective))
+    echo("wrote " + ", ".join(written.values()), logger=log)
+    logger_cfg = cfg.get("logger")
+    if logger_cfg:
+        image_dir = cfg.get("image_dir")
+        image_dir = Path(image_dir) if image_dir else gt_dir.parent / "JPEGImages"
+        count = int(cfg.get("overlay_count", 8))
+        grid = overlay_examples(res, ids, image_dir if image_dir.is_dir() else None, count) if count > 0 else None
+        log_wandb(logger_cfg, res, written, grid)
+    echo(value_line(f"{split}/mIoU", res["mIoU"]), logger=log)
+    return res
