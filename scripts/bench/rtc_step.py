@@ -32,7 +32,6 @@ the reference's per-class Python loop) are a few percent of it. No GPU was avail
 """
 from __future__ import annotations
 
-import argparse
 import contextlib
 import json
 import sys
@@ -44,6 +43,7 @@ import torch
 import torch.nn.functional as F
 
 from wsss.methods.rtc import RTCModule
+from step_args import step_parser  # run as a script: its folder is on sys.path
 from wsss.optim import method_optim
 
 VOC_FEATURES = {"low": "conv3", "mid": "conv4", "high": "conv5", "final": "conv6"}
@@ -81,7 +81,7 @@ def wsss_step_fn(size: int, view2: int, batch: int, precision: str, channels_las
 
 
 def reference_step_fn(ref: Path, size: int, view2: int, batch: int, device, seg: bool = True):
-    ref = ref.resolve()
+    ref = Path(ref).resolve()
     sys.path.insert(0, str(ref))
     if device.type == "cpu":
         torch.Tensor.cuda = lambda self, *a, **k: self
@@ -152,17 +152,10 @@ def time_it(step, iters: int, warmup: int, batch: int, device) -> float:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--ref", type=Path, default=None, help="export of ChunyanWang1/RTC (outside this repo)")
-    ap.add_argument("--device", default="cpu")
-    ap.add_argument("--size", type=int, default=112)
+    ap = step_parser(__doc__.splitlines()[0], "export of ChunyanWang1/RTC (outside this repo)", size=112)
     ap.add_argument("--view2", type=int, default=48)
-    ap.add_argument("--batch", type=int, default=2)
-    ap.add_argument("--iters", type=int, default=3)
-    ap.add_argument("--warmup", type=int, default=1)
     ap.add_argument("--no-seg", action="store_true",
                     help="epochs 0-6 of the recipe: no segmentation loss (the reference still runs the seg head)")
-    ap.add_argument("--threads", type=int, default=1, help="CPU threads (1: CPU-time measurement is exact)")
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args(argv)
     device = torch.device(args.device)

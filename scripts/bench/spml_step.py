@@ -37,7 +37,6 @@ No GPU was available to this session.
 """
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 
@@ -46,6 +45,7 @@ import torch.nn.functional as F
 from types import SimpleNamespace as NS
 
 from wsss.methods.spml import SPMLModule
+from step_args import step_parser  # run as a script: its folder is on sys.path
 from wsss.optim import method_optim
 
 
@@ -138,14 +138,7 @@ def timed(fn, iters: int, warmup: int, device) -> float:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--ref", default=None, help="export of twke18/SPML (with the CPU shim)")
-    ap.add_argument("--device", default="cpu")
-    ap.add_argument("--size", type=int, default=256)
-    ap.add_argument("--batch", type=int, default=2)
-    ap.add_argument("--iters", type=int, default=3)
-    ap.add_argument("--warmup", type=int, default=1)
-    ap.add_argument("--threads", type=int, default=1)
+    ap = step_parser(__doc__.split("\n")[0], "export of twke18/SPML (with the CPU shim)", size=256)
     ap.add_argument("--skip-step", action="store_true", help="only the after-network part")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)

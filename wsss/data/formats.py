@@ -129,9 +129,8 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
         raise DataFormatError(f"{path}: not a readable image ({exc})") from exc
 
 
-def save_score_dict(path: str | os.PathLike, scores: Mapping[int, np.ndarray]) -> None:
-    """Write ``{fg class index (0-based): float32 HxW}`` with ``np.save`` like the seed repos."""
-    payload = {int(k): np.asarray(v, dtype=np.float32) for k, v in scores.items()}
+def save_pickled_dict(path: str | os.PathLike, payload: dict) -> None:
+    """``np.save`` of a dict (the seed repos' ``.npy`` dicts), written atomically."""
     path = Path(path)
     tmp = _atomic_target(path)
     try:
@@ -141,6 +140,12 @@ def save_score_dict(path: str | os.PathLike, scores: Mapping[int, np.ndarray]) -
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+def save_score_dict(path: str | os.PathLike, scores: Mapping[int, np.ndarray]) -> None:
+    """Write ``{fg class index (0-based): float32 HxW}`` with ``np.save`` like the seed repos."""
+    payload = {int(k): np.asarray(v, dtype=np.float32) for k, v in scores.items()}
+    save_pickled_dict(path, payload)
 
 
 def load_score_dict(path: str | os.PathLike, shape: tuple[int, int] | None = None,
@@ -246,15 +251,7 @@ def load_cls_labels_npy(path: str | os.PathLike, num_classes: int = 20) -> Dict[
 def save_cls_labels_npy(path: str | os.PathLike, labels: Mapping[str, np.ndarray]) -> None:
     """Write labels in SEAM's format (what the seed repos read with ``np.load(...).item()``)."""
     payload = {str(k): np.asarray(v, dtype=np.float32) for k, v in labels.items()}
-    path = Path(path)
-    tmp = _atomic_target(path)
-    try:
-        with open(tmp, "wb") as fh:
-            np.save(fh, payload, allow_pickle=True)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    save_pickled_dict(path, payload)
 
 
 def save_cls_labels_txt(path: str | os.PathLike, labels: Mapping[str, np.ndarray]) -> None:

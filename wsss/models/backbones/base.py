@@ -28,8 +28,18 @@ class Backbone(nn.Module):
     def out_channels(self) -> int:
         return self.channels[self.final_key]
 
-    def forward(self, x: Tensor) -> "OrderedDict[str, Tensor]":  # pragma: no cover - interface
-        raise NotImplementedError
+    def stem(self, x: Tensor) -> Tensor:
+        """What runs before the first listed stage (none by default)."""
+        return x
+
+    def forward(self, x: Tensor) -> "OrderedDict[str, Tensor]":
+        """The stem, then each stage named in ``channels`` in order, keeping every stage's output."""
+        x = self.stem(x)
+        out = OrderedDict()
+        for name in self.channels:
+            x = getattr(self, name)(x)
+            out[name] = x
+        return out
 
 
 def set_bn_eval(module: nn.Module) -> None:

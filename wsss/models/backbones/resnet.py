@@ -7,6 +7,7 @@ torchvision ImageNet ``.pth`` loads as it is (``fc.*`` is ignored). Output strid
 from __future__ import annotations
 
 from collections import OrderedDict
+from functools import partial
 
 import torch
 from torch import nn
@@ -80,25 +81,9 @@ class ResNet(Backbone):
             set_bn_eval(self)
         return self
 
-    def forward(self, x: torch.Tensor) -> "OrderedDict[str, torch.Tensor]":
-        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
-        out = OrderedDict()
-        for key in self.channels:
-            x = getattr(self, key)(x)
-            out[key] = x
-        return out
+    def stem(self, x: torch.Tensor) -> torch.Tensor:
+        return self.maxpool(self.relu(self.bn1(self.conv1(x))))
 
 
-@BACKBONES.register("resnet18")
-def resnet18(**kwargs) -> ResNet:
-    return ResNet(depth=18, **kwargs)
-
-
-@BACKBONES.register("resnet50")
-def resnet50(**kwargs) -> ResNet:
-    return ResNet(depth=50, **kwargs)
-
-
-@BACKBONES.register("resnet101")
-def resnet101(**kwargs) -> ResNet:
-    return ResNet(depth=101, **kwargs)
+for _depth in (18, 50, 101):
+    BACKBONES.register(f"resnet{_depth}")(partial(ResNet, depth=_depth))

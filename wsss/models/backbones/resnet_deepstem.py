@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 from collections import OrderedDict
+from functools import partial
 
 from torch import Tensor, nn
 
@@ -117,20 +118,9 @@ class ResNetDeepStem(Backbone):
             set_bn_eval(self)
         return self
 
-    def forward(self, x: Tensor) -> "OrderedDict[str, Tensor]":
-        x = self.conv1(x)
-        out = OrderedDict()
-        for name in self.channels:
-            x = getattr(self, name)(x)
-            out[name] = x
-        return out
+    def stem(self, x: Tensor) -> Tensor:
+        return self.conv1(x)
 
 
-@BACKBONES.register("resnet101_deepstem")
-def resnet101_deepstem(**kwargs) -> ResNetDeepStem:
-    return ResNetDeepStem(depth=101, **kwargs)
-
-
-@BACKBONES.register("resnet50_deepstem")
-def resnet50_deepstem(**kwargs) -> ResNetDeepStem:
-    return ResNetDeepStem(depth=50, **kwargs)
+for _depth in (101, 50):
+    BACKBONES.register(f"resnet{_depth}_deepstem")(partial(ResNetDeepStem, depth=_depth))

@@ -4,7 +4,6 @@ from __future__ import annotations
 from collections import OrderedDict
 from typing import Sequence
 
-import torch
 from torch import nn
 
 from .base import BACKBONES, Backbone
@@ -33,13 +32,6 @@ class TinyNet(Backbone):
             setattr(self, name, nn.Sequential(_conv_bn_relu(cin, w, s), _conv_bn_relu(w, w, 1, d)))
             self.channels[name], self.strides[name] = w, total
             cin = w
-
-    def forward(self, x: torch.Tensor) -> "OrderedDict[str, torch.Tensor]":
-        out = OrderedDict()
-        for name in self.channels:
-            x = getattr(self, name)(x)
-            out[name] = x
-        return out
 
 
 @BACKBONES.register("tiny")
