@@ -1,0 +1,1 @@
+"""Writers of the formats other tools take (the PASCAL VOC evaluation server's archive)."""
