@@ -359,3 +359,81 @@ def test_overlay_examples_shape(data):
     res = evaluate_dir(npy_dir, gt_dir, ids, "npy", N, NAMES, threshold=0.2)
     grid = overlay_examples(res, ids, None, 2)
     assert grid.dtype == np.uint8 and grid.shape[0] == 2 * 160 + 4 and grid.shape[2] == 3
+
+
+# ----- calib_list: a threshold chosen without the reported split's GT ------------------------------------------
+def calib_setup(root: Path):
+    ids, gt_dir, npy_dir, _ = make_dataset(root, num=13, seed=3)
+    (root / "calib.txt").write_text("\n".join(ids[:6]) + "\n")
+    (root / "report.txt").write_text("\n".join(ids[6:]) + "\n")
+    return ids, gt_dir, npy_dir
+
+
+def calib_cfg(root, gt_dir, npy_dir, out, **kw):
+    return _cfg(pred_dir=str(npy_dir), gt_dir=str(gt_dir), list=str(root / "report.txt"), type="npy", curve=True,
+                curve_thresholds="auto", calib_list=str(root / "calib.txt"), out=str(out), **kw)
+
+
+def test_calibrated_threshold_is_the_calib_lists_best_and_the_oracle_stands_beside_it(tmp_path):
+    ids, gt_dir, npy_dir = calib_setup(tmp_path)
+    res = run(calib_cfg(tmp_path, gt_dir, npy_dir, tmp_path / "m.json"))
+    grid = [round(0.01 * i, 2) for i in range(101)]
+    on_calib = evaluate_dir(npy_dir, gt_dir, ids[:6], "npy", N, NAMES, curve_thresholds=grid)
+    on_report = evaluate_dir(npy_dir, gt_dir, ids[6:], "npy", N, NAMES, curve_thresholds=grid)
+    t = on_calib["curve"]["best"]["threshold"]
+    at_t = evaluate_dir(npy_dir, gt_dir, ids[6:], "npy", N, NAMES, threshold=t)
+    assert res["calibrated"]["threshold"] == t and res["threshold"] == t
+    assert res["calibrated"]["mIoU_seam"] == pytest.approx(at_t["mIoU_seam"], abs=1e-12)
+    assert res["oracle"]["threshold"] == on_report["curve"]["best"]["threshold"]
+    assert res["oracle"]["mIoU_seam"] == pytest.approx(on_report["curve"]["best"]["mIoU_seam"], abs=1e-12)
+    assert res["oracle"]["mIoU_seam"] >= res["calibrated"]["mIoU_seam"]
+    saved = json.loads((tmp_path / "m.json").read_text())
+    assert saved["calibrated"]["calib_list"] == str(tmp_path / "calib.txt")
+    assert set(saved["calibrated"]) >= {"threshold", "mIoU_seam", "mIoU", "calib_list"}
+    assert set(saved["oracle"]) == {"threshold", "mIoU_seam", "mIoU"}
+    assert saved["protocol"]["background"]["chosen"] == "calibrated"
+    assert saved["report/mIoU_seam"] == pytest.approx(at_t["mIoU_seam"], abs=1e-12)
+    assert (tmp_path / "m_curve.png").stat().st_size > 0
+
+
+def test_calibrated_threshold_does_not_see_the_reported_splits_gt(tmp_path):
+    ids, gt_dir, npy_dir = calib_setup(tmp_path)
+    before = run(calib_cfg(tmp_path, gt_dir, npy_dir, tmp_path / "a.json"))
+    rng = np.random.default_rng(7)
+    for name in ids[6:]:  # relabel the reported images' GT entirely
+        shape = np.asarray(Image.open(gt_dir / f"{name}.png")).shape
+        write_label_png(gt_dir / f"{name}.png", rng.integers(0, N, size=shape).astype(np.uint8))
+    after = run(calib_cfg(tmp_path, gt_dir, npy_dir, tmp_path / "b.json"))
+    assert after["calibrated"]["threshold"] == before["calibrated"]["threshold"]
+    assert after["mIoU_seam"] != before["mIoU_seam"]  # the reported number did use the new GT
+    assert after["oracle"]["threshold"] != before["oracle"]["threshold"]  # and the oracle followed it
+
+
+def test_calibration_refuses_shared_ids_and_conflicting_settings(tmp_path):
+    ids, gt_dir, npy_dir = calib_setup(tmp_path)
+    (tmp_path / "calib.txt").write_text("\n".join(ids[:6] + ids[7:9]) + "\n")
+    with pytest.raises(ValueError, match=f"shares 2 ids with list=.*: {ids[7]}, {ids[8]}"):
+        run(calib_cfg(tmp_path, gt_dir, npy_dir, tmp_path / "m.json"))
+    (tmp_path / "calib.txt").write_text("\n".join(ids[:6]) + "\n")
+    with pytest.raises(ValueError, match="drop threshold=0.3"):
+        run(calib_cfg(tmp_path, gt_dir, npy_dir, tmp_path / "m.json", threshold=0.3))
+    with pytest.raises(ValueError, match="needs type=npy and curve=true"):
+        run(_cfg(pred_dir=str(npy_dir), gt_dir=str(gt_dir), list=str(tmp_path / "report.txt"), type="npy",
+                 calib_list=str(tmp_path / "calib.txt"), threshold=None, out=str(tmp_path / "m.json")))
+
+
+def test_cli_prints_calibrated_oracle_and_gap(tmp_path):
+    ids, gt_dir, npy_dir = calib_setup(tmp_path)
+    out = tmp_path / "res" / "m.json"
+    proc = subprocess.run([sys.executable, "-m", "wsss.evaluate", f"pred_dir={npy_dir}", f"gt_dir={gt_dir}",
+                           f"list={tmp_path / 'report.txt'}", "type=npy", "curve=true",
+                           f"calib_list={tmp_path / 'calib.txt'}", f"out={out}", "progress=false",
+                           f"hydra.run.dir={tmp_path / 'hydra'}"], cwd=REPO, capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    res = json.loads(out.read_text())
+    c, o = res["calibrated"], res["oracle"]
+    assert f"calibrated background threshold {c['threshold']:g} (best on 6 images of calib.txt)" in proc.stdout
+    assert f"oracle background threshold {o['threshold']:g}" in proc.stdout
+    assert f"oracle - calibrated: {o['mIoU_seam'] - c['mIoU_seam']:+.4f} mIoU_seam" in proc.stdout
+    assert proc.stdout.strip().splitlines()[-1] == f"report/mIoU={c['mIoU']:.4f}"

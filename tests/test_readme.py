@@ -136,7 +136,8 @@ def env(tmp_path_factory):
                    "/path/to/VOCdevkit/VOC2012": root, "OUT/scores": scores, "PSEUDO": base / "pseudo",
                    "LIST": root / "ImageSets/Segmentation/val.txt", "FILE.json": base / "eval.json",
                    "NAME": "seam", "N": "1", "MEMORY.npz": base / "memory.npz",
-                   "TEST_OUT": _test_set_predictions(base / "test_out")})
+                   "TEST_OUT": _test_set_predictions(base / "test_out"),
+                   "CALIB": root / "ImageSets/Segmentation/train.txt"})
     return base, values
 
 

@@ -12,7 +12,7 @@ so numbers could not be compared at a glance.
   ``IoU_seam``, ``precision``, ``recall``.
 * The last line a tool prints is its main number, ``<name>=0.XXXX`` (e.g. ``val/mIoU=0.6123``).
 * ``metrics.json`` (:func:`metrics_record`): ``schema``, ``tool``, ``split``, ``protocol`` (scales, flip,
-  resize, crf, background: rule, threshold, alpha, ``chosen`` = fixed | curve | learned, source),
+  resize, crf, background: rule, threshold, alpha, ``chosen`` = fixed | curve | calibrated | learned, source),
   ``num_images``, ``num_scored``, ``class_names``, ``inputs`` (the folders read), every metric as a
   top-level ``<split>/...`` key (as train's file), and tool-specific ``details`` (curve, confusion).
 """
@@ -46,7 +46,8 @@ def named_metrics(res: Mapping, split: str, output: Optional[str] = None) -> Dic
 def background_protocol(rule: Optional[str], threshold=None, alpha=None, chosen: str = "fixed",
                         source: str = "") -> dict:
     """How the background was decided: ``chosen`` is ``fixed`` (a given threshold / rule), ``curve`` (the best
-    of the threshold curve) or ``learned`` (the network predicts it)."""
+    of the threshold curve), ``calibrated`` (the best on other images, ``calib_list``) or ``learned`` (the
+    network predicts it)."""
     return {"rule": rule, "threshold": None if rule != "threshold" else threshold,
             "alpha": None if rule != "power" else alpha, "chosen": chosen, "source": source}
 

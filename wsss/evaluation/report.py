@@ -14,7 +14,9 @@ from wsss.reporting import background_protocol, fmt, metrics_record, named_metri
 def threshold_note(res: dict) -> str:
     if res.get("threshold") is None:
         return ""
-    how = " (the curve's best)" if "curve" in res and res.get("threshold_chosen") == "curve" else ""
+    how = {"curve": " (the curve's best)", "fixed": ""}.get(res.get("threshold_chosen"), "")
+    if res.get("threshold_chosen") == "calibrated":
+        how = f" (calibrated on {Path(res['calibrated']['calib_list']).name})"
     return f"at background threshold {res['threshold']:g}{how}"
 
 
@@ -33,17 +35,24 @@ def evaluation_record(res: dict, split: str) -> dict:
     bg = None
     if res["type"] == "npy":
         chosen = res.get("threshold_chosen", "fixed")
-        if chosen == "curve":
+        if chosen == "calibrated":
+            c = res["calibrated"]
+            source = f"best mIoU_seam on calib_list {c['calib_list']} ({c['calib_num_images']} images)"
+        elif chosen == "curve":
             t = res["curve"]["thresholds"]
             source = f"best mIoU_seam of {len(t)} thresholds {min(t):g}..{max(t):g}"
         else:
             source = "threshold="
         bg = background_protocol("threshold", res["threshold"], chosen=chosen, source=source)
     details = {k: res[k] for k in ("type", "threshold", "curve", "confusion", "unlabelled") if k in res}
-    return metrics_record("evaluate", split, protocol(background=bg), named_metrics(res, split),
-                          num_images=res["num_images"], num_scored=res["num_images"], class_names=res["class_names"],
-                          inputs={"pred_dir": res["pred_dir"], "gt_dir": res["gt_dir"], "list": res.get("list")},
-                          details=details)
+    record = metrics_record("evaluate", split, protocol(background=bg), named_metrics(res, split),
+                            num_images=res["num_images"], num_scored=res["num_images"], class_names=res["class_names"],
+                            inputs={"pred_dir": res["pred_dir"], "gt_dir": res["gt_dir"], "list": res.get("list")},
+                            details=details)
+    for key in ("calibrated", "oracle"):  # calib_list=: the threshold from other images, and this split's own best
+        if key in res:
+            record[key] = res[key]
+    return record
 
 
 def sidecar(out: Path, suffix: str) -> Path:
@@ -65,8 +74,13 @@ def write_outputs(res: dict, record: dict, out: Path) -> Dict[str, str]:
     atomic_write_bytes(written["csv"], buf.getvalue().encode())
     if "curve" in res:
         c = res["curve"]
+        marks = {}
+        if "calibrated" in res:
+            marks[f"calibrated on {Path(res['calibrated']['calib_list']).name}"] = \
+                c["thresholds"].index(res["calibrated"]["threshold"])
         written["curve_png"] = plot_curve(c["thresholds"], c["mIoU_seam"], sidecar(out, "_curve.png"),
-                                          best_index=c["best"]["index"], ylabel="mIoU, SEAM (%)",
+                                          best_index=c["best"]["index"], ylabel="mIoU, SEAM (%)", marks=marks,
+                                          best_label="oracle" if marks else "best",
                                           extra={"mIoU, present classes (%)": c["mIoU"]},
                                           title=f"{res['num_images']} images, {res['pred_dir']}")
         written["per_class_png"] = plot_per_class(

@@ -6,6 +6,7 @@ from pathlib import Path
 
 from wsss.classes import check_class_names_file, class_config
 from wsss.data.formats import read_split_list
+from wsss.evaluation.calibration import calibrate, calibrated_result, calibration_inputs, format_calibration
 from wsss.evaluation.dashboard import log_wandb, overlay_examples
 from wsss.evaluation.report import evaluation_record, format_curve, threshold_note, write_outputs
 from wsss.metrics.curve import resolve_thresholds
@@ -35,13 +36,24 @@ def run(cfg) -> dict:
     out_dir = output_dir(cfg) if has_folder else Path(str(cfg["out"])).expanduser().parent
     check_writable(out_dir)
     out = Path(str(cfg["out"])).expanduser() if cfg.get("out") else out_dir / "metrics.json"
+    calib, threshold = calibration_inputs(cfg, ids, thresholds), cfg.get("threshold")
+    workers, progress = int(cfg.get("workers", 1)), bool(cfg.get("progress", True))
+    if calib is not None:
+        found = calibrate(calib["pred_dir"], calib["gt_dir"], calib["ids"], thresholds, num_classes, names,
+                          workers, progress)
+        threshold = found["threshold"]
+        if found["warning"]:
+            warn(f"calibration on {calib['list']}: {found['warning']}", logger=log)
     res = evaluate_dir(cfg["pred_dir"], gt_dir, ids, type=cfg["type"], num_classes=num_classes,
-                       class_names=names, threshold=cfg.get("threshold"), curve_thresholds=thresholds,
-                       workers=int(cfg.get("workers", 1)), progress=bool(cfg.get("progress", True)))
-    res.update(list=str(cfg["list"]), split=split, threshold_chosen="fixed" if cfg.get("threshold") is not None
-               else "curve")
+                       class_names=names, threshold=threshold, curve_thresholds=thresholds,
+                       workers=workers, progress=progress)
+    res.update(list=str(cfg["list"]), split=split, threshold_chosen="fixed" if threshold is not None else "curve")
+    if calib is not None:
+        calibrated_result(res, found, calib["list"], calib["gt_dir"])
     if "curve" in res:
         echo(format_curve(res, split), logger=log)
+    if calib is not None:
+        echo(format_calibration(res, split), logger=log)
     echo(format_table(res, split, threshold_note(res)), logger=log)
     if res.get("curve", {}).get("warning"):
         warn(res["curve"]["warning"], logger=log)

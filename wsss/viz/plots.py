@@ -26,11 +26,13 @@ def _save(fig: Figure, path: str | os.PathLike) -> str:
 
 def plot_curve(thresholds: Sequence[float], values: Sequence[float], path: str | os.PathLike,
                best_index: int | None = None, ylabel: str = "mIoU (%)", title: str | None = None,
-               extra: dict[str, Sequence[float]] | None = None) -> str:
+               extra: dict[str, Sequence[float]] | None = None, marks: dict[str, int] | None = None,
+               best_label: str = "best") -> str:
     """mIoU against background threshold, with the best point marked and labelled.
 
     ``values`` are fractions (0..1) and are drawn in percent; ``extra`` adds
-    further named curves (e.g. the other mIoU convention) as dashed lines.
+    further named curves (e.g. the other mIoU convention) as dashed lines; ``marks`` labels other chosen
+    thresholds by index (e.g. the one calibrated on other images).
     """
     t = np.asarray(thresholds, dtype=np.float64)
     order = np.argsort(t, kind="stable")
@@ -43,8 +45,12 @@ def plot_curve(thresholds: Sequence[float], values: Sequence[float], path: str |
     if best_index is not None:
         bt, bv = t[best_index], v[best_index]
         ax.plot([bt], [bv], marker="*", markersize=14, color="tab:red", linestyle="none",
-                label=f"best: t={bt:.3f}, {bv:.2f}")
+                label=f"{best_label}: t={bt:.3f}, {bv:.2f}")
         ax.axvline(bt, color="tab:red", linewidth=0.8, alpha=0.5)
+    for (name, index), colour in zip((marks or {}).items(), ("tab:green", "tab:purple", "tab:orange")):
+        ax.plot([t[index]], [v[index]], marker="D", markersize=8, color=colour, linestyle="none",
+                label=f"{name}: t={t[index]:.3f}, {v[index]:.2f}")
+        ax.axvline(t[index], color=colour, linewidth=0.8, alpha=0.5, linestyle=":")
     ax.set_xlabel("background threshold")
     ax.set_ylabel(ylabel)
     ax.grid(True, alpha=0.3)
