@@ -101,7 +101,7 @@ def write_image_outputs(model, recipe: dict, name: str, label, agg: torch.Tensor
     save_score_dict(paths["scores"], {k: fg[k] for k in keys})
     full = model.finalize_scores(agg[None])[0].float()
     if recipe["pred_with_labels"] and label is not None:
-        from wsss.methods.base import restrict_to_labels
+        from wsss.methods.cam_ops import restrict_to_labels
 
         full = restrict_to_labels(full[None], label[None].to(full.device))[0]
     write_label_png(paths["pred"], full.argmax(0).cpu().numpy().astype(np.uint8))

@@ -26,18 +26,7 @@ from wsss.metrics import SegmentationIoU
 from wsss.models.backbones import build_backbone
 from wsss.postprocess.background import add_background
 
-
-def restrict_to_labels(scores: torch.Tensor, cls: torch.Tensor) -> torch.Tensor:
-    """Drop foreground classes absent from the image-level label (keeps background)."""
-    keep = torch.cat([torch.ones_like(cls[:, :1]), cls], dim=1) > 0.5
-    return scores.masked_fill(~keep[:, :, None, None], float("-inf"))
-
-
-def max_normalize(cam: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
-    """Per-image, per-class division by the spatial maximum (SEAM / PSA convention)."""
-    cam = F.relu(cam)
-    peak = cam.flatten(-2).max(dim=-1).values[..., None, None]
-    return cam / (peak + eps)
+from .cam_ops import max_normalize, restrict_to_labels
 
 
 INFERENCE_DEFAULTS = {

@@ -36,6 +36,7 @@ from wsss.postprocess.background import add_background
 
 from . import rtc_losses as L
 from .base import WSSSModule
+from .cam_ops import minmax_normalize
 from .rtc_refine import refine_pseudo_mask
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -241,10 +242,10 @@ class RTCModule(WSSSModule):
         losses["min_pool"] = (L.adaptive_min_pooling_loss((o1["cam_rv"] * lab)[:, 1:])
                               + L.adaptive_min_pooling_loss((o2["cam_rv"] * lab)[:, 1:])) / 2
 
-        cam1 = F.interpolate(L.max_norm(o1["cam"]), size=(s, s), mode="bilinear", align_corners=True) * lab
-        rv1 = F.interpolate(L.max_norm(o1["cam_rv"]), size=(s, s), mode="bilinear", align_corners=True) * lab
-        cam2 = L.max_norm(o2["cam"]) * lab
-        rv2 = L.max_norm(o2["cam_rv"]) * lab
+        cam1 = F.interpolate(minmax_normalize(o1["cam"]), size=(s, s), mode="bilinear", align_corners=True) * lab
+        rv1 = F.interpolate(minmax_normalize(o1["cam_rv"]), size=(s, s), mode="bilinear", align_corners=True) * lab
+        cam2 = minmax_normalize(o2["cam"]) * lab
+        rv2 = minmax_normalize(o2["cam_rv"]) * lab
         losses["er"] = (cam1[:, 1:] - cam2[:, 1:]).abs().mean()
         cam1 = torch.cat([1 - cam1[:, 1:].max(dim=1, keepdim=True).values, cam1[:, 1:]], dim=1)
         cam2 = torch.cat([1 - cam2[:, 1:].max(dim=1, keepdim=True).values, cam2[:, 1:]], dim=1)
@@ -264,8 +265,8 @@ class RTCModule(WSSSModule):
             n2, pl2 = L.normalise_for_prototypes(o2["cam_rv_down"], label, self.bg_threshold)
             p1, p2, new1, new2 = L.cross_view_prototypes(n1, n2, f1.detach(), f2.detach(), label,
                                                          self.prototype_top_divisor)
-        new1 = F.interpolate(L.max_norm(new1), size=(s, s), mode="bilinear", align_corners=True) * lab
-        new2 = F.interpolate(L.max_norm(new2), size=(s, s), mode="bilinear", align_corners=True) * lab
+        new1 = F.interpolate(minmax_normalize(new1), size=(s, s), mode="bilinear", align_corners=True) * lab
+        new2 = F.interpolate(minmax_normalize(new2), size=(s, s), mode="bilinear", align_corners=True) * lab
         losses["struct"] = (L.topk_abs_mean(L.max_onehot(new1)[:, 1:], hot1[:, 1:], self.struct_top)
                             + L.topk_abs_mean(L.max_onehot(new2)[:, 1:], hot2[:, 1:], self.struct_top))
 
@@ -286,7 +287,7 @@ class RTCModule(WSSSModule):
             mean = image.new_tensor(IMAGENET_MEAN)[None, :, None, None]
             std = image.new_tensor(IMAGENET_STD)[None, :, None, None]
             image01 = image.float() * std + mean
-            cams = _up(L.max_norm(out["cam_rv_down"]) * label[:, :, None, None], image.shape[-2:])[:, 1:]
+            cams = _up(minmax_normalize(out["cam_rv_down"]) * label[:, :, None, None], image.shape[-2:])[:, 1:]
             valid = batch.get("valid")  # dataset.valid_mask=true: padding excluded like the reference's crop box
             valid = is_valid_pixel(valid) if valid is not None else None
             pseudo = refine_pseudo_mask(image01, cams.float(), label[:, 1:], valid=valid, **self.refine_cfg)
