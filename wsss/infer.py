@@ -113,8 +113,8 @@ def report(cfg, items: List[SplitItem], dirs: Dict[str, Path], model, out_dir: P
             named.update(named_metrics(res, split, output))
     rule = model.bg.get("rule")
     bg = background_protocol(rule, model.bg.get("threshold"), model.bg.get("alpha"),
-                             chosen="learned" if rule == "learned" else "fixed",
-                             source=f"method.bg ({getattr(model, 'method_name', '?')})")
+                             chosen="learned" if model.background.learned else "fixed",
+                             source=f"method.bg ({model.method_name})")
     proto = protocol(recipe["scales"], bool(recipe["flip"]), recipe["resize"], preset.name, bg)
     details = {kind: {"dir": str(dirs[kind]), "confusion": m["confusion"]} for kind, m in metrics.items()}
     if "crf" in metrics and preset.background is not None:

@@ -60,12 +60,6 @@ def method_classes() -> Dict[str, type]:
     return {name: METHODS.get(name) for name in METHODS.names()}
 
 
-def method_class(name: str) -> type:
-    """The class registered as ``name`` (a KeyError lists the known methods)."""
-    method_classes()
-    return METHODS.get(name)
-
-
 def releases() -> Dict[str, Release]:
     """Methods with an official-checkpoint importer -> their :class:`Release`."""
     return {name: cls.release for name, cls in method_classes().items() if cls.release is not None}
