@@ -173,8 +173,8 @@ def fit(cfg: DictConfig) -> dict:
     model = build_method(cfg)
     trainer = build_trainer(cfg)
     trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
-    metrics = getattr(model, "last_val_metrics", {}) or {}
-    if getattr(model, "_last_val_step", None) != trainer.global_step or not metrics:
+    metrics = model.last_val_metrics or {}
+    if model.last_val_step != trainer.global_step or not metrics:
         trainer.validate(model, datamodule=datamodule, verbose=False)
         metrics = model.last_val_metrics
     if trainer.is_global_zero and metrics and cfg.get("metrics_file"):

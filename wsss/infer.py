@@ -42,6 +42,7 @@ from wsss.inference.device import pick_device
 from wsss.inference.runner import (has_outputs, infer_images, inference_settings, outputs_of,
                                    prepare_out_dirs, preset_settings, resolve_recipe)
 from wsss.inference.split import SplitItem, split_items
+from wsss.methods.registry import tool_owners
 from wsss.outputs import claim_output_dir, log_errors, output_dir, write_effective_config
 from wsss.paths import config_dir
 from wsss.reporting import (background_protocol, echo, format_table, metrics_record, named_metrics, protocol,
@@ -54,10 +55,9 @@ def run(cfg: DictConfig, model=None) -> dict:
     """Infer every image of ``cfg.split``; returns ``{"pred": metrics, "crf": metrics}`` (empty without GT)."""
     from wsss.postprocess.crf import CRFPreset, load_preset
 
-    if cfg.get("retrieval_memory"):  # SPML segment retrieval, for a wsss checkpoint or a release alike
-        if not hasattr(model, "set_retrieval_memory"):
-            raise ValueError(f"retrieval_memory= is SPML's segment retrieval; method '{model.method_name}' has none")
-        model.set_retrieval_memory(str(cfg.retrieval_memory))
+    for key in tool_owners():  # a method's extra tools (e.g. a retrieval memory), for a checkpoint or a release
+        if cfg.get(key):
+            model.use_tool(key, str(cfg[key]))
     check_model_classes(cfg.dataset, model.num_classes, model.class_names)
     device = pick_device(str(cfg.device))
     model = model.to(device).eval()
@@ -113,8 +113,8 @@ def report(cfg, items: List[SplitItem], dirs: Dict[str, Path], model, out_dir: P
             named.update(named_metrics(res, split, output))
     rule = model.bg.get("rule")
     bg = background_protocol(rule, model.bg.get("threshold"), model.bg.get("alpha"),
-                             chosen="learned" if rule == "learned" else "fixed",
-                             source=f"method.bg ({getattr(model, 'method_name', '?')})")
+                             chosen="learned" if model.background.learned else "fixed",
+                             source=f"method.bg ({model.method_name})")
     proto = protocol(recipe["scales"], bool(recipe["flip"]), recipe["resize"], preset.name, bg)
     details = {kind: {"dir": str(dirs[kind]), "confusion": m["confusion"]} for kind, m in metrics.items()}
     if "crf" in metrics and preset.background is not None:

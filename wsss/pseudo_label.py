@@ -37,7 +37,8 @@ from wsss.metrics.confusion import confusion_matrix_np, scores_from_confusion
 from wsss.outputs import (check_writable, claim_output_dir, log_errors, output_dir,  # noqa: F401 (check_writable)
                           write_effective_config)
 from wsss.paths import config_dir
-from wsss.postprocess.crf import Background, CRFPreset, refine
+from wsss.postprocess.background import Background
+from wsss.postprocess.crf import CRFPreset, refine
 from wsss.reporting import (background_protocol, echo, format_table, metrics_record, named_metrics, protocol,
                             value_line, write_metrics)
 from wsss.workers import map_tasks

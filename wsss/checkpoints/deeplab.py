@@ -77,3 +77,16 @@ def load_deeplabv2_release(module: nn.Module, path: str | Path) -> None:
     with torch.no_grad():
         for k, v in mapped.items():
             own[k].copy_(v.to(own[k].dtype))
+
+
+def is_official(obj) -> bool:
+    """Whether a loaded object has the release's key layout (``cls_conv`` classifier, ``aspp.branch*``)."""
+    if not isinstance(obj, Mapping):
+        return False
+    keys = {k[len("module."):] if k.startswith("module.") else k for k in map(str, obj)}
+    return "cls_conv.weight" in keys and any(k.startswith("aspp.branch1.") for k in keys)
+
+
+def official_experiment(path: str | Path) -> str:
+    """The recipe whose network the releases fit (RTC's and HSC's: ResNet-101 DeepLab v2 on VOC12)."""
+    return "deeplabv2_voc"

@@ -58,11 +58,16 @@ def _describe(obj) -> str:
     return f"a dict with keys {keys[:6]}"
 
 
+def is_official(obj) -> bool:
+    """Whether a loaded object has the release layout ``{'embedding_model', 'prediction_model'}``."""
+    return isinstance(obj, Mapping) and "embedding_model" in obj and "prediction_model" in obj
+
+
 def read_official(path: str | Path) -> Tuple[Dict[str, torch.Tensor], Path]:
     """Load a release file on CPU (``weights_only``) and return the wsss-keyed state dict."""
     file = find_checkpoint_file(path)
     obj = torch.load(file, map_location="cpu", weights_only=True)
-    if not (isinstance(obj, Mapping) and "embedding_model" in obj and "prediction_model" in obj):
+    if not is_official(obj):
         raise ValueError(f"{file}: not an SPML release ({{'embedding_model', 'prediction_model'}}); it looks like "
                          f"{_describe(obj)}")
     return convert_official(obj), file

@@ -1,19 +1,20 @@
-"""The model ``wsss.infer`` runs: a wsss Lightning checkpoint, or an official release read by the method's importer."""
+"""The model ``wsss.infer`` runs: a wsss Lightning checkpoint, or an official release read by the method's importer.
+
+Which methods have a release, how to recognise one and which recipe it needs come from the method registry
+(:mod:`wsss.methods.registry`); nothing here names a method.
+"""
 from __future__ import annotations
 
-import importlib
 import logging
 from pathlib import Path
-from typing import Optional
+from typing import Mapping, Optional
 
 import torch
 
 from wsss.engine import build_method, load_method_checkpoint
+from wsss.methods.registry import recognise_release, releases
 
 log = logging.getLogger(__name__)
-
-#: methods with an importer for the authors' released checkpoints -> module with ``official_experiment(path)``
-OFFICIAL_IMPORTERS = {"rtc": "wsss.checkpoints.rtc", "spml": "wsss.checkpoints.spml"}
 
 
 def read_wsss_checkpoint_info(path: Path) -> Optional[dict]:
@@ -31,29 +32,36 @@ def read_wsss_checkpoint_info(path: Path) -> Optional[dict]:
     return dict(info) if isinstance(info, dict) else None
 
 
-def guess_release(path: Path) -> str:
-    """``"; it looks like ... (method=NAME)"`` for a file one of the importers recognises, else ``""``."""
-    from wsss.checkpoints import rtc, spml
+def describe_checkpoint(obj) -> str:
+    """What a loaded file that no importer recognises looks like, in words."""
+    from wsss.checkpoints.imagenet import describe_state_dict
 
+    if isinstance(obj, Mapping) and obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
+        return describe_state_dict(obj)
+    if isinstance(obj, Mapping):
+        return f"a dict with keys {[str(k) for k in list(obj)[:6]]}"
+    return f"a {type(obj).__name__}"
+
+
+def guess_release(path: Path) -> str:
+    """``"; it looks like ... (method=NAME)"`` for a file one of the importers recognises, else a description."""
+    name = recognise_release(path)
+    if name is not None:
+        return f"; it looks like {releases()[name].title}: add method={name}"
     try:
-        if path.is_dir():
-            path = spml.find_checkpoint_file(path)
         obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception:  # noqa: BLE001 - unreadable: the caller's message stands alone
+    except Exception:  # noqa: BLE001 - unreadable (or a folder): the caller's message stands alone
         return ""
-    if rtc.is_official(obj):
-        return "; it looks like the RTC release: add method=rtc"
-    if isinstance(obj, dict) and {"embedding_model", "prediction_model"} <= set(obj):
-        return "; it looks like an SPML release: add method=spml"
-    return f"; it looks like {rtc.describe(obj)}"
+    return f"; it looks like {describe_checkpoint(obj)}"
 
 
 def official_experiment(method: str, path: Path) -> str:
     """The published recipe (``conf/experiment``) whose architecture an official file of ``method`` needs."""
-    if method not in OFFICIAL_IMPORTERS:
+    known = releases()
+    if method not in known:
         raise ValueError(f"{path}: not a wsss Lightning checkpoint, and method '{method}' has no official-checkpoint "
-                         f"importer (methods with one: {sorted(OFFICIAL_IMPORTERS)})")
-    return importlib.import_module(OFFICIAL_IMPORTERS[method]).official_experiment(path)
+                         f"importer (methods with one: {sorted(known)})")
+    return known[method].experiment(path)
 
 
 def official_recipe_cfg(cfg, config_name: str):
@@ -89,7 +97,7 @@ def load_for_inference(cfg, ckpt: Path, method_choice: Optional[str]):
         return load_method_checkpoint(ckpt)
     if method_choice is None or cfg.get("method") is None:
         raise ValueError(f"{ckpt} is not a wsss Lightning checkpoint; for an authors' release add method=<name> "
-                         f"(importers: {sorted(OFFICIAL_IMPORTERS)}){guess_release(ckpt)}")
+                         f"(importers: {sorted(releases())}){guess_release(ckpt)}")
     model = build_method(cfg)
     model.load_official(str(ckpt))
     return model

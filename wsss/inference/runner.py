@@ -14,6 +14,8 @@ import torch
 
 from wsss.data.formats import read_image, save_score_dict, write_label_png
 from wsss.inference.device import autocast
+from wsss.methods.registry import tool_owners
+from wsss.postprocess.background import RULE_KEYS
 from wsss.outputs import check_writable, fingerprint
 
 RECIPE_KEYS = ("scales", "flip", "resize", "classes", "pred_with_labels")
@@ -42,15 +44,17 @@ def inference_settings(cfg, model, recipe: dict, preset) -> dict:
     """What determines the files of ``wsss.infer`` (``settings.json``); a rerun resumes only when it is equal.
 
     Left out: batch size and worker counts (bit-identical outputs), device and ``channels_last`` (1e-6).
+    ``output`` is recorded only when it is not the seed output (earlier runs' settings stay equal).
     """
-    memory = cfg.get("retrieval_memory")
-    return {"tool": "infer", "ckpt": fingerprint(cfg.ckpt), "method": getattr(model, "method_name", None),
+    output = model.output_spec(cfg.get("output")).name
+    return {"tool": "infer", "ckpt": fingerprint(cfg.ckpt), "method": model.method_name,
+            **({"output": output} if output != model.seed_output else {}),
             "split": str(cfg.split), "dataset_root": str(Path(str(cfg.dataset.root)).expanduser().absolute()),
             "num_classes": int(model.num_classes), "class_names": list(model.class_names),
-            **{k: recipe[k] for k in RECIPE_KEYS}, "aggregation": getattr(model, "score_aggregation", "sum"),
-            "background": {k: v for k, v in dict(model.bg).items() if k in ("rule", "threshold", "alpha")},
+            **{k: recipe[k] for k in RECIPE_KEYS}, "aggregation": model.score_aggregation,
+            "background": {k: v for k, v in dict(model.bg).items() if k in RULE_KEYS},
             "crf": preset_settings(preset), "precision": str(cfg.precision),
-            "retrieval_memory": fingerprint(memory) if memory else None}
+            **{key: fingerprint(cfg[key]) if cfg.get(key) else None for key in tool_owners()}}
 
 
 # ----- output folders ------------------------------------------------------------------------
@@ -95,20 +99,21 @@ def stored_classes(label: Optional[torch.Tensor], mode: str, num_fg: int) -> Lis
 
 
 def write_image_outputs(model, recipe: dict, name: str, label, agg: torch.Tensor, fg: np.ndarray,
-                        paths: Dict[str, Path], crf, crf_task: dict) -> None:
-    """Score dict, prediction PNG and (queued) CRF label of one image from its aggregated raw scores."""
+                        paths: Dict[str, Path], crf, crf_task: dict, output: Optional[str] = None) -> None:
+    """Score dict, prediction PNG and (queued) CRF label of one image from its aggregated raw scores of
+    ``output`` (None: the seed output)."""
     keys = stored_classes(label, recipe["classes"], fg.shape[0])
     save_score_dict(paths["scores"], {k: fg[k] for k in keys})
-    full = model.finalize_scores(agg[None])[0].float()
+    full = model.finalize_scores(agg[None], output)[0].float()
     if recipe["pred_with_labels"] and label is not None:
-        from wsss.methods.base import restrict_to_labels
+        from wsss.methods.cam_ops import restrict_to_labels
 
         full = restrict_to_labels(full[None], label[None].to(full.device))[0]
     write_label_png(paths["pred"], full.argmax(0).cpu().numpy().astype(np.uint8))
     if crf is None:
         return
     task = dict(crf_task, out=str(paths["crf"]), probs=None, fg=None, keys=None)
-    if model.bg.get("rule") == "learned" and crf_task["preset"].background is None:
+    if model.output_spec(output).has_background and crf_task["preset"].background is None:
         rows = [0] + [k + 1 for k in keys]
         task.update(probs=full[rows].cpu().numpy().astype(np.float32), class_ids=rows)
     else:
@@ -118,19 +123,20 @@ def write_image_outputs(model, recipe: dict, name: str, label, agg: torch.Tensor
 
 # ----- the loop ------------------------------------------------------------------------------
 def infer_images(model, todo: list, recipe: dict, preset, dirs: Dict[str, Path], device: torch.device, cfg) -> None:
-    """Run ``model`` over the ``todo`` split items and write their outputs (``cfg``: batch size, workers, ...)."""
+    """Run ``model`` over the ``todo`` split items and write their outputs (``cfg``: batch size, workers, the
+    ``output`` to export, ...)."""
     from torch.utils.data import DataLoader
     from tqdm import tqdm
 
     from wsss.inference.data import PyramidImages, SizeBatchSampler, collate_pyramids, image_size
     from wsss.inference.multiscale import aggregate_raw_scores
-    from wsss.postprocess.crf import Background
     from wsss.workers import BackgroundJobs
 
     if not todo:
         return
-    bg = None if model.bg.get("rule") == "learned" else Background.from_config(
-        {k: v for k, v in model.bg.items() if k in ("rule", "threshold", "alpha")})
+    output = cfg.get("output")
+    rule = model.background
+    bg = None if rule.learned else rule
     crf = BackgroundJobs(crf_job, int(cfg.workers)) if preset.enabled else None
     crf_task = {"preset": preset, "bg": bg, "num_classes": model.num_classes}
     dataset = PyramidImages([it["id"] for it in todo], [str(it["image"]) for it in todo],
@@ -138,20 +144,19 @@ def infer_images(model, todo: list, recipe: dict, preset, dirs: Dict[str, Path],
     sampler = SizeBatchSampler([image_size(str(it["image"])) for it in todo], int(cfg.batch_size))
     loader = DataLoader(dataset, batch_sampler=sampler, num_workers=int(cfg.loader_workers),
                         collate_fn=collate_pyramids, pin_memory=device.type == "cuda")
-    aggregation = getattr(model, "score_aggregation", "sum")
     image_of = {it["id"]: str(it["image"]) for it in todo}
     try:
         with tqdm(total=len(todo), desc="infer", unit="img", disable=not cfg.progress) as bar:
             for batch in loader:
                 inputs = [x.to(device, non_blocking=True) for x in batch["inputs"]]
                 with autocast(device, cfg.precision):
-                    agg = aggregate_raw_scores(model, inputs, batch["size"], bool(recipe["flip"]), aggregation,
-                                               bool(cfg.get("channels_last")))
+                    agg = aggregate_raw_scores(model, inputs, batch["size"], bool(recipe["flip"]),
+                                               channels_last=bool(cfg.get("channels_last")), output=output)
                 agg = agg.float()
-                fg = model.foreground_scores(agg).float().cpu().numpy()
+                fg = model.foreground_scores(agg, output).float().cpu().numpy()
                 for i, name in enumerate(batch["name"]):
                     write_image_outputs(model, recipe, name, batch["cls"][i], agg[i], fg[i],
-                                        outputs_of(dirs, name), crf, dict(crf_task, image=image_of[name]))
+                                        outputs_of(dirs, name), crf, dict(crf_task, image=image_of[name]), output)
                 bar.update(len(batch["name"]))
     finally:
         if crf is not None:

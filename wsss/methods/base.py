@@ -1,44 +1,39 @@
 """WSSSModule: what every method shares (metrics, optimisation, the dense prediction API).
 
-A method implements ``training_step`` (through :meth:`training_losses`) and
-:meth:`raw_scores`. Everything downstream (validation, ``wsss.infer``,
-``wsss.pseudo_label``) goes through two calls:
+A method implements ``training_step`` (through :meth:`training_losses`) and :meth:`raw_scores`, and declares
+its dense outputs (``outputs``, :class:`~wsss.methods.contract.OutputSpec`) and which one is its seed
+(``seed_output``). Everything downstream (validation, ``wsss.infer``, ``wsss.pseudo_label``) goes through:
 
-* ``raw_scores(image) -> B x K x h x w``: additive per-class evidence (e.g. ReLU'd
-  CAMs, logits), any resolution. Multi-scale + flip inference resizes these to the
-  image size and **sums** them, as the seed repos do;
-* ``finalize_scores(raw) -> B x (1+C) x H x W``: background first, e.g. CAM max
-  normalisation followed by the configured background rule.
+* ``raw_scores(image, output) -> B x K x h x w``: additive per-class evidence (e.g. ReLU'd CAMs, probabilities),
+  any resolution; ``K`` is ``1+C`` when the output has a background channel, else ``C``;
+* ``multiscale_raw_scores(inputs, size, flip, ...)``: those resized to the image size and **summed** (or
+  averaged, ``score_aggregation``) over scales and flips, as the seed repos do; a method whose reference
+  combines scales differently overrides it;
+* ``foreground_scores(raw, output) -> B x C x H x W`` (what ``scores/ID.npy`` stores) and
+  ``finalize_scores(raw, output) -> B x (1+C) x H x W`` (background first: the output's own, else the method's
+  background rule, :attr:`background`).
 
-``scores(image)`` is their composition at a single scale.
+``scores(image)`` is the seed output at a single scale. The registry of methods (importers, release detection,
+recipes, tools) is :mod:`wsss.methods.registry`; ``docs/adding_a_method.md`` walks through a new method.
 """
 from __future__ import annotations
 
 import json
-from typing import Dict, List, Mapping, Sequence
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 
-from wsss.optim import optimizers_for, paramwise_config, param_groups
+from wsss.inference.multiscale import combine_scales
 from wsss.metrics import SegmentationIoU
 from wsss.models.backbones import build_backbone
-from wsss.postprocess.background import add_background
+from wsss.optim import optimizers_for, param_groups, paramwise_config
+from wsss.postprocess.background import BackgroundRule, background_rule
 
-
-def restrict_to_labels(scores: torch.Tensor, cls: torch.Tensor) -> torch.Tensor:
-    """Drop foreground classes absent from the image-level label (keeps background)."""
-    keep = torch.cat([torch.ones_like(cls[:, :1]), cls], dim=1) > 0.5
-    return scores.masked_fill(~keep[:, :, None, None], float("-inf"))
-
-
-def max_normalize(cam: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
-    """Per-image, per-class division by the spatial maximum (SEAM / PSA convention)."""
-    cam = F.relu(cam)
-    peak = cam.flatten(-2).max(dim=-1).values[..., None, None]
-    return cam / (peak + eps)
-
+from .cam_ops import restrict_to_labels
+from .contract import OutputSpec
+from .registry import Release
 
 INFERENCE_DEFAULTS = {
     "scales": [1.0],          # input scales of multi-scale inference
@@ -69,10 +64,17 @@ def inference_recipe(inference: Mapping | None, eval_with_labels: bool) -> dict:
 
 
 class WSSSModule(pl.LightningModule):
-    """Base LightningModule; subclasses add networks and losses."""
+    """Base LightningModule; subclasses add networks and losses and register with
+    :func:`wsss.methods.registry.register_method`."""
 
-    #: name used by checkpoint importers to recognise what a file holds
+    #: the name of ``method=NAME``, recorded in checkpoints
     method_name = "base"
+    #: the authors' released checkpoint: importer, key-layout detector, recipe (None: no release)
+    release: Optional[Release] = None
+    #: published recipes (``conf/experiment`` names) of this method
+    recipes: Tuple[str, ...] = ()
+    #: extra tools: a CLI key (e.g. ``retrieval_memory``) -> the name of the method that takes its file
+    tools: Mapping[str, str] = {}
 
     def __init__(self, backbone: Mapping, num_classes: int, class_names: Sequence[str] | None = None,
                  bg: Mapping | None = None, optim: Mapping | None = None, scheduler: Mapping | None = None,
@@ -82,6 +84,9 @@ class WSSSModule(pl.LightningModule):
         self.num_classes = num_classes
         self.class_names = list(class_names) if class_names is not None else [str(i) for i in range(num_classes)]
         self.bg = dict(bg or {"rule": "threshold", "threshold": 0.2})
+        if self.background.learned and not self.output_spec().has_background:
+            raise ValueError(f"method.bg.rule=learned, but the seed output '{self.seed_output}' of method "
+                             f"'{self.method_name}' has no background channel; use rule threshold or power")
         self.optim_cfg = dict(optim or {"name": "sgd", "lr": 0.01, "momentum": 0.9, "weight_decay": 1e-4})
         paramwise_config(self.optim_cfg.get("paramwise"))  # unknown keys fail at build, not at fit
         self.sched_cfg = dict(scheduler or {"name": "poly", "power": 0.9})
@@ -92,24 +97,55 @@ class WSSSModule(pl.LightningModule):
         self.backbone = build_backbone(**dict(backbone))
         self.val_iou = SegmentationIoU(num_classes, self.class_names)
         self.last_val_metrics: Dict[str, object] = {}
+        #: the global step ``last_val_metrics`` were computed at (``engine.fit`` validates again if it is stale)
+        self.last_val_step: Optional[int] = None
         self._val_examples: List[dict] = []
 
     # ----- dense prediction API -----------------------------------------------------------
+    #: the dense outputs this method can export, and the one its seeds (``scores``, validation) come from
+    outputs: Tuple[OutputSpec, ...] = (OutputSpec("cam", has_background=False, normalize="max"),)
+    seed_output = "cam"
     #: how multi-scale + flip raw scores combine: "sum" (SEAM / PSA CAMs) or "mean" (probabilities)
     score_aggregation = "sum"
 
-    def raw_scores(self, image: torch.Tensor) -> torch.Tensor:
+    def output_spec(self, output: Optional[str] = None) -> OutputSpec:
+        """The declared output ``output`` (None: the seed output)."""
+        name = output or self.seed_output
+        for spec in self.outputs:
+            if spec.name == name:
+                return spec
+        raise ValueError(f"method '{self.method_name}' has no output '{name}'; it has "
+                         f"{[o.name for o in self.outputs]} (seed: {self.seed_output})")
+
+    @property
+    def background(self) -> BackgroundRule:
+        """The configured background rule (``method.bg``) as its typed object."""
+        return background_rule(self.bg)
+
+    def raw_scores(self, image: torch.Tensor, output: Optional[str] = None) -> torch.Tensor:
         raise NotImplementedError
 
-    def foreground_scores(self, raw: torch.Tensor) -> torch.Tensor:
-        """``B x C x H x W`` foreground maps as stored in the seed repos' CAM ``.npy`` dicts
-        (before any background): max-normalised CAMs by default."""
-        return max_normalize(raw)
+    @torch.no_grad()
+    def multiscale_raw_scores(self, inputs: Sequence[torch.Tensor], size: Sequence[int], flip: bool = True,
+                              aggregation: Optional[str] = None, channels_last: bool = False,
+                              output: Optional[str] = None) -> torch.Tensor:
+        """Raw scores of ``output`` at ``size``, combined over the scales in ``inputs`` and their mirrors
+        (:func:`wsss.inference.multiscale.combine_scales`; ``aggregation`` None: ``score_aggregation``)."""
+        self.output_spec(output)  # an undeclared output is an error, not the seed's scores
+        return combine_scales(lambda x: self.raw_scores(x, output), inputs, size, flip,
+                              aggregation or self.score_aggregation, channels_last)
 
-    def finalize_scores(self, raw: torch.Tensor) -> torch.Tensor:
-        """Default for CAM methods: max-normalise then apply the configured background rule."""
-        bg = {k: v for k, v in self.bg.items() if k in ("rule", "threshold", "alpha")}
-        return add_background(max_normalize(raw), **bg)
+    def foreground_scores(self, raw: torch.Tensor, output: Optional[str] = None) -> torch.Tensor:
+        """``B x C x H x W`` foreground scores, as the seed repos store them in their ``.npy`` dicts."""
+        spec = self.output_spec(output)
+        scores = spec.scores(raw)
+        return scores[:, 1:] if spec.has_background else scores
+
+    def finalize_scores(self, raw: torch.Tensor, output: Optional[str] = None) -> torch.Tensor:
+        """``B x (1+C) x H x W`` scores, background first: the output's own, else the background rule's."""
+        spec = self.output_spec(output)
+        scores = spec.scores(raw)
+        return scores if spec.has_background else self.background.add(scores)
 
     def scores(self, image: torch.Tensor) -> torch.Tensor:
         raw = self.raw_scores(image)
@@ -135,14 +171,11 @@ class WSSSModule(pl.LightningModule):
 
         The batch is already normalised, so scales are made by bilinear resizing of the float tensor
         (``wsss.infer`` can resize the uint8 image the seed repos' way instead)."""
-        from wsss.inference.multiscale import aggregate_raw_scores
-
         size = image.shape[-2:]
         inputs = [image if s == 1.0 else F.interpolate(image, size=(round(size[0] * s), round(size[1] * s)),
                                                        mode="bilinear", align_corners=False)
                   for s in self.inference["scales"]]
-        raw = aggregate_raw_scores(self, inputs, size, bool(self.inference["flip"]), self.score_aggregation)
-        return self.finalize_scores(raw)
+        return self.finalize_scores(self.multiscale_raw_scores(inputs, size, bool(self.inference["flip"])))
 
     def predict_labels(self, batch: dict) -> torch.Tensor:
         scores = self.multiscale_scores(batch["image"]) if self.val_multiscale else self.scores(batch["image"])
@@ -164,7 +197,7 @@ class WSSSModule(pl.LightningModule):
         result = self.val_iou.compute()
         self.val_iou.reset()
         self.last_val_metrics = result
-        self._last_val_step = self.global_step
+        self.last_val_step = self.global_step
         self.log("val/mIoU", result["mIoU"], prog_bar=True, sync_dist=False, rank_zero_only=False)
         self.log("val/mIoU_seam", result["mIoU_seam"], sync_dist=False)
         for name, iou in result["IoU"].items():
@@ -183,24 +216,23 @@ class WSSSModule(pl.LightningModule):
 
     # ----- checkpoints --------------------------------------------------------------------
     def load_official(self, path: str) -> None:
-        """Load the authors' released checkpoint; methods with a release override this."""
+        """Load the authors' released checkpoint with the method's importer (``release``)."""
+        if self.release is not None:
+            self.release.load(self, path)
+            return
         raise ValueError(f"method '{self.method_name}' has no official-checkpoint importer; pass a wsss Lightning "
                          f"checkpoint (outputs/.../checkpoints/last.ckpt) as ckpt= instead of {path}")
+
+    def use_tool(self, key: str, value) -> None:
+        """Apply the extra tool ``key`` (one of ``tools``) with ``value``, e.g. SPML's retrieval memory file."""
+        if key not in self.tools:
+            raise ValueError(f"{key}= is a tool this method does not have: method '{self.method_name}' has "
+                             f"{sorted(self.tools) or 'none'}")
+        getattr(self, self.tools[key])(value)
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         cls = type(self)
         checkpoint["wsss"] = {"method": self.method_name, "target": f"{cls.__module__}.{cls.__qualname__}"}
-
-
-class ProbabilityScores:
-    """Mixin for methods whose raw scores are class probabilities with background first (DeepLab, SPML):
-    summed over scales / flips they become probabilities again by renormalising."""
-
-    def finalize_scores(self, raw: torch.Tensor) -> torch.Tensor:
-        return raw / raw.sum(dim=1, keepdim=True).clamp_min(1e-12)
-
-    def foreground_scores(self, raw: torch.Tensor) -> torch.Tensor:
-        return self.finalize_scores(raw)[:, 1:]
 
 
 def metrics_to_json(metrics: Mapping) -> str:

@@ -1,7 +1,9 @@
 """The CAM baseline: backbone, 1x1 classifier, global average pooling, multi-label soft margin.
 
 Its CAMs are ReLU(classifier(features)); normalised by their spatial maximum they are
-the seeds every method in wsss is compared with.
+the seeds every method in wsss is compared with. It is also the smallest example of the method
+contract (``docs/adding_a_method.md``): one output ``cam`` (foreground only, max-normalised; the
+base class's default declaration), registered by name, no official release.
 """
 from __future__ import annotations
 
@@ -10,8 +12,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from .base import WSSSModule
+from .registry import register_method
 
 
+@register_method
 class CAMModule(WSSSModule):
     method_name = "cam"
 
@@ -25,7 +29,7 @@ class CAMModule(WSSSModule):
     def features(self, image: torch.Tensor) -> torch.Tensor:
         return self.backbone(image)[self.backbone.final_key]
 
-    def raw_scores(self, image: torch.Tensor) -> torch.Tensor:
+    def raw_scores(self, image: torch.Tensor, output: str | None = None) -> torch.Tensor:
         return F.relu(self.classifier(self.features(image)))
 
     def training_losses(self, batch: dict) -> dict:

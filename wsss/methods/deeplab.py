@@ -11,18 +11,29 @@ flip inference sums probabilities, as the references average them.
 """
 from __future__ import annotations
 
-from typing import Dict, Mapping
+from typing import Dict, Mapping, Optional
 
 import torch
 import torch.nn.functional as F
 
+from wsss.checkpoints import deeplab as deeplab_release
 from wsss.models.heads import build_head
 
-from .base import ProbabilityScores, WSSSModule
+from .base import WSSSModule
+from .contract import OutputSpec
+from .registry import Release, register_method
 
 
-class DeepLabModule(ProbabilityScores, WSSSModule):
+@register_method
+class DeepLabModule(WSSSModule):
     method_name = "deeplab"
+    #: softmax probabilities, background first; summed over scales they are renormalised
+    outputs = (OutputSpec("seg", has_background=True, normalize="probability"),)
+    seed_output = "seg"
+    release = Release(load=deeplab_release.load_deeplabv2_release, detect=deeplab_release.is_official,
+                      experiment=deeplab_release.official_experiment,
+                      title="a DeepLab v2 release of RTC / HSC (Yude Wang's deeplabv2)")
+    recipes = ("deeplabv2_voc", "deeplabv3plus_voc", "rtc_voc_deeplab")
 
     def __init__(self, *args, head: Mapping | None = None, ignore_index: int = 255, align_corners: bool = True,
                  **kwargs):
@@ -42,9 +53,8 @@ class DeepLabModule(ProbabilityScores, WSSSModule):
         out = self.head(self.backbone(image))
         return F.interpolate(out, size=image.shape[-2:], mode="bilinear", align_corners=self.align_corners)
 
-    def raw_scores(self, image: torch.Tensor) -> torch.Tensor:
+    def raw_scores(self, image: torch.Tensor, output: Optional[str] = None) -> torch.Tensor:
         return torch.softmax(self.logits(image), dim=1)
-
 
     # ----- training -----------------------------------------------------------------------
     def on_fit_start(self) -> None:

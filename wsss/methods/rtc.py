@@ -16,9 +16,10 @@ classification of both views, adaptive min pooling of ``cam_rv``, equivariance b
 the transform/compensator structure loss (``struct``) with cross-view class prototypes, three
 pixel-to-prototype contrastive terms, and the class-balanced segmentation loss.
 
-Inference (``raw_scores``) is the reference ``contrast_infer.py``: ``softmax(seg) * sigmoid(GAP(cam))``
-for the foreground classes at the input size; scales are **averaged** (``score_aggregation``) and the
-background is a constant plane (0.17 in the reference).
+Inference (``raw_scores``, seed output ``seg``) is the reference ``contrast_infer.py``:
+``softmax(seg) * sigmoid(GAP(cam))`` for the foreground classes at the input size; scales are **averaged**
+(``score_aggregation``) and the background is a constant plane (0.17 in the reference). The CAM branch is a
+second output, ``cam`` (its ReLU'd foreground maps, max-normalised like the CAM baseline's).
 
 Backbone levels are read by name from the backbone's output dict (``features``); ``null`` picks them
 from the strides so any backbone of the ``Backbone`` contract works (``tiny`` in tests).
@@ -31,11 +32,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from wsss.checkpoints import rtc as rtc_release
 from wsss.data.voc import is_valid_pixel
-from wsss.postprocess.background import add_background
 
 from . import rtc_losses as L
 from .base import WSSSModule
+from .cam_ops import minmax_normalize
+from .contract import OutputSpec
+from .registry import Release, register_method
 from .rtc_refine import refine_pseudo_mask
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -156,8 +160,17 @@ class RTCHead(nn.Module):
         return out
 
 
+@register_method
 class RTCModule(WSSSModule):
     method_name = "rtc"
+    #: ``seg``: the reference's inference scores, stored as they are (``contrast_infer.py`` saves the mean scores,
+    #: no normalisation); ``cam``: the CAM branch
+    outputs = (OutputSpec("seg", has_background=False, normalize="none"),
+               OutputSpec("cam", has_background=False, normalize="max"))
+    seed_output = "seg"
+    release = Release(load=rtc_release.load_official_into, detect=rtc_release.is_official,
+                      experiment=rtc_release.official_experiment, title="the RTC release")
+    recipes = ("rtc_voc",)
     #: multi-scale inference averages raw scores (``contrast_infer.py:85``), it does not sum them
     score_aggregation = "mean"
 
@@ -189,9 +202,7 @@ class RTCModule(WSSSModule):
         self.loss_weights = lw
         self.train()  # applies the backbone's freezing (frozen BN affine) before optimiser groups are built
         if weights:
-            from wsss.checkpoints.rtc import load_official_into
-
-            load_official_into(self, weights)
+            self.load_official(weights)
 
     # ----- network ---------------------------------------------------------------------------
     def forward(self, image: torch.Tensor, with_seg: bool = True, with_refine: bool = True) -> Dict[str, torch.Tensor]:
@@ -199,27 +210,15 @@ class RTCModule(WSSSModule):
         lv = {k: feats[v] for k, v in self.levels.items()}
         return self.head(lv, image, with_seg=with_seg, with_refine=with_refine)
 
-    def raw_scores(self, image: torch.Tensor) -> torch.Tensor:
-        """Foreground ``softmax(seg) * sigmoid(GAP(cam))`` at the input size (``contrast_infer.py:62-71``)."""
+    def raw_scores(self, image: torch.Tensor, output: Optional[str] = None) -> torch.Tensor:
+        """``seg``: foreground ``softmax(seg) * sigmoid(GAP(cam))`` at the input size (``contrast_infer.py:62-71``);
+        ``cam``: the ReLU'd foreground CAMs at the feature resolution."""
+        if self.output_spec(output).name == "cam":
+            return F.relu(self.forward(image, with_seg=False, with_refine=False)["cam_down"][:, 1:])
         out = self.forward(image, with_seg=True, with_refine=False)
         cls = torch.sigmoid(F.adaptive_avg_pool2d(out["cam"], 1))
         seg = torch.softmax(_up(out["seg"], image.shape[-2:]), dim=1)
         return (seg * cls)[:, 1:]
-
-    def foreground_scores(self, raw: torch.Tensor) -> torch.Tensor:
-        """Stored as they are (``contrast_infer.py`` saves the mean scores, no normalisation)."""
-        return raw
-
-    def load_official(self, path: str) -> None:
-        """Load ``rtc_contrast_best.pth`` (the importer checks its key layout)."""
-        from wsss.checkpoints.rtc import load_official_into
-
-        load_official_into(self, path)
-
-    def finalize_scores(self, raw: torch.Tensor) -> torch.Tensor:
-        """No normalisation: the scores are already probabilities; background by the configured rule."""
-        bg = {k: v for k, v in self.bg.items() if k in ("rule", "threshold", "alpha")}
-        return add_background(raw, **bg)
 
     # ----- training --------------------------------------------------------------------------
     def training_losses(self, batch: dict) -> Dict[str, torch.Tensor]:
@@ -240,10 +239,10 @@ class RTCModule(WSSSModule):
         losses["min_pool"] = (L.adaptive_min_pooling_loss((o1["cam_rv"] * lab)[:, 1:])
                               + L.adaptive_min_pooling_loss((o2["cam_rv"] * lab)[:, 1:])) / 2
 
-        cam1 = F.interpolate(L.max_norm(o1["cam"]), size=(s, s), mode="bilinear", align_corners=True) * lab
-        rv1 = F.interpolate(L.max_norm(o1["cam_rv"]), size=(s, s), mode="bilinear", align_corners=True) * lab
-        cam2 = L.max_norm(o2["cam"]) * lab
-        rv2 = L.max_norm(o2["cam_rv"]) * lab
+        cam1 = F.interpolate(minmax_normalize(o1["cam"]), size=(s, s), mode="bilinear", align_corners=True) * lab
+        rv1 = F.interpolate(minmax_normalize(o1["cam_rv"]), size=(s, s), mode="bilinear", align_corners=True) * lab
+        cam2 = minmax_normalize(o2["cam"]) * lab
+        rv2 = minmax_normalize(o2["cam_rv"]) * lab
         losses["er"] = (cam1[:, 1:] - cam2[:, 1:]).abs().mean()
         cam1 = torch.cat([1 - cam1[:, 1:].max(dim=1, keepdim=True).values, cam1[:, 1:]], dim=1)
         cam2 = torch.cat([1 - cam2[:, 1:].max(dim=1, keepdim=True).values, cam2[:, 1:]], dim=1)
@@ -263,8 +262,8 @@ class RTCModule(WSSSModule):
             n2, pl2 = L.normalise_for_prototypes(o2["cam_rv_down"], label, self.bg_threshold)
             p1, p2, new1, new2 = L.cross_view_prototypes(n1, n2, f1.detach(), f2.detach(), label,
                                                          self.prototype_top_divisor)
-        new1 = F.interpolate(L.max_norm(new1), size=(s, s), mode="bilinear", align_corners=True) * lab
-        new2 = F.interpolate(L.max_norm(new2), size=(s, s), mode="bilinear", align_corners=True) * lab
+        new1 = F.interpolate(minmax_normalize(new1), size=(s, s), mode="bilinear", align_corners=True) * lab
+        new2 = F.interpolate(minmax_normalize(new2), size=(s, s), mode="bilinear", align_corners=True) * lab
         losses["struct"] = (L.topk_abs_mean(L.max_onehot(new1)[:, 1:], hot1[:, 1:], self.struct_top)
                             + L.topk_abs_mean(L.max_onehot(new2)[:, 1:], hot2[:, 1:], self.struct_top))
 
@@ -285,7 +284,7 @@ class RTCModule(WSSSModule):
             mean = image.new_tensor(IMAGENET_MEAN)[None, :, None, None]
             std = image.new_tensor(IMAGENET_STD)[None, :, None, None]
             image01 = image.float() * std + mean
-            cams = _up(L.max_norm(out["cam_rv_down"]) * label[:, :, None, None], image.shape[-2:])[:, 1:]
+            cams = _up(minmax_normalize(out["cam_rv_down"]) * label[:, :, None, None], image.shape[-2:])[:, 1:]
             valid = batch.get("valid")  # dataset.valid_mask=true: padding excluded like the reference's crop box
             valid = is_valid_pixel(valid) if valid is not None else None
             pseudo = refine_pseudo_mask(image01, cams.float(), label[:, 1:], valid=valid, **self.refine_cfg)

@@ -1,8 +1,9 @@
 """RTC's training losses and pseudo-label helpers as plain functions (ChunyanWang1/RTC ``contrast_train.py``).
 
 Each function states the reference lines it follows; ``docs/rtc.md`` lists the numbers and where the
-code and the paper differ. Tensors: CAMs are ``B x (1+C) x H x W`` with background first, ``label``
-is ``B x (1+C)`` with a leading 1 for background.
+code and the paper differ (the reference's ``max_norm`` is :func:`wsss.methods.cam_ops.minmax_normalize`).
+Tensors: CAMs are ``B x (1+C) x H x W`` with background first, ``label`` is ``B x (1+C)`` with a leading 1
+for background.
 """
 from __future__ import annotations
 
@@ -10,15 +11,6 @@ from typing import Tuple
 
 import torch
 import torch.nn.functional as F
-
-
-def max_norm(cam: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
-    """Per-map min-max normalisation of ReLU'd CAMs (``tool/visualization.py`` ``max_norm``)."""
-    cam = F.relu(cam)
-    flat = cam.flatten(2)
-    hi = flat.max(-1).values[..., None, None]
-    lo = flat.min(-1).values[..., None, None]
-    return F.relu(cam - lo - eps) / (hi - lo + eps)
 
 
 def max_onehot(cam: torch.Tensor) -> torch.Tensor:

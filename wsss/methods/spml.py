@@ -21,7 +21,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from wsss.methods.base import ProbabilityScores, WSSSModule
+from wsss.checkpoints import spml as spml_release
+from wsss.methods.base import WSSSModule
+from wsss.methods.contract import OutputSpec
+from wsss.methods.registry import Release, register_method
 from wsss.methods.spml_losses import (image_similarity_loss, nearest_labelled_tags, segsort_loss,
                                       set_segsort_loss)
 from wsss.data.supervision import SEGMENT_PAD
@@ -120,10 +123,20 @@ def cv2_resize_longer_side(x: Tensor, longer: int) -> Tensor:
     return torch.from_numpy(np.ascontiguousarray(out)).to(device=x.device, dtype=x.dtype)
 
 
-class SPMLModule(ProbabilityScores, WSSSModule):
+@register_method
+class SPMLModule(WSSSModule):
     """SPML on any registered backbone. See ``conf/method/spml.yaml`` for the arguments."""
 
     method_name = "spml"
+    #: the softmax head's probabilities (or retrieval vote fractions), background first
+    outputs = (OutputSpec("seg", has_background=True, normalize="probability"),)
+    seed_output = "seg"
+    release = Release(load=spml_release.load_official_into, detect=spml_release.is_official,
+                      experiment=spml_release.official_experiment, title="an SPML release",
+                      locate=spml_release.find_checkpoint_file)
+    recipes = ("spml_voc_tag", "spml_voc_box", "spml_voc_scribble", "spml_voc_point", "spml_densepose_point")
+    #: ``retrieval_memory=FILE`` (wsss.infer): segment retrieval against a ``wsss.spml_memory`` file
+    tools = {"retrieval_memory": "set_retrieval_memory"}
 
     def __init__(self, backbone: Mapping, num_classes: int, class_names: Sequence[str] | None = None,
                  bg: Mapping | None = None, optim: Mapping | None = None, scheduler: Mapping | None = None,
@@ -200,7 +213,7 @@ class SPMLModule(ProbabilityScores, WSSSModule):
     def logits(self, embedding: Tensor) -> Tensor:
         return self.classifier(l2_normalize(embedding, dim=1))
 
-    def raw_scores(self, image: Tensor) -> Tensor:
+    def raw_scores(self, image: Tensor, output: Optional[str] = None) -> Tensor:
         """Class probabilities (background first) at the input size, as the reference predicts:
         embeddings resized to the input, normalised, then classified."""
         return F.softmax(self.logits(self.embed(image, size=image.shape[-2:])), dim=1)
@@ -241,7 +254,8 @@ class SPMLModule(ProbabilityScores, WSSSModule):
 
     @torch.no_grad()
     def multiscale_raw_scores(self, inputs: Sequence[Tensor], size: Sequence[int], flip: bool = True,
-                              aggregation: str = "sum", channels_last: bool = False) -> Tensor:
+                              aggregation: Optional[str] = None, channels_last: bool = False,
+                              output: Optional[str] = None) -> Tensor:
         """Summed class probabilities at the original ``size``, as SPML's inference scripts compute them.
 
         ``test_image_size == 0`` (``inference_softmax_msc.py``): per pyramid image (and its mirror, padded on the
@@ -251,6 +265,8 @@ class SPMLModule(ProbabilityScores, WSSSModule):
         resized to ``test_image_size`` (cv2 bilinear), and the probabilities at that resolution are mapped back with
         cv2's nearest-neighbour rule, so their argmax is the reference's nearest-resized argmax.
         ``aggregation="mean"`` divides by the number of maps (the CRF scripts' ``np.mean``)."""
+        self.output_spec(output)
+        aggregation = aggregation or self.score_aggregation
         if aggregation not in ("sum", "mean"):
             raise ValueError(f"aggregation must be sum or mean, not {aggregation!r}")
         if self.retrieval_memory is not None:
@@ -434,12 +450,6 @@ class SPMLModule(ProbabilityScores, WSSSModule):
         self._memory.append(entry)
         self._memory = self._memory[-self.memory_bank_size:]
 
-    # ----- official checkpoints -----------------------------------------------------------------
-    def load_official(self, path: str) -> None:
-        """Load an SPML release (``{'embedding_model', 'prediction_model'}``, file or snapshot dir)."""
-        from wsss.checkpoints.spml import load_official_into
-
-        load_official_into(self, path)
 
     # ----- reference inference ------------------------------------------------------------------
     @torch.no_grad()

@@ -12,8 +12,8 @@ Two levels:
   label space, CRF and argmax, i.e. what a pseudo-label pipeline needs per image.
 :func:`refine_many` runs :func:`refine` over many images in a process pool.
 
-Background: the pipeline's rule (``bg`` argument, applied by
-:func:`wsss.postprocess.background.add_background`) is used unless the preset names its
+Background: the pipeline's rule (``bg`` argument, a :class:`wsss.postprocess.background.Background`)
+is used unless the preset names its
 own ``background``; then the preset wins, because that rule is part of its recipe (e.g.
 SEAM's ``(1 - max fg)^4``). Set ``crf.background=null`` to use the pipeline rule instead.
 """
@@ -21,39 +21,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
 from multiprocessing import get_context
-from typing import Iterable, Iterator, Mapping, Optional, Sequence, Tuple
+from typing import Iterable, Iterator, Optional, Sequence, Tuple
 
 import numpy as np
 
+from .background import Background, plain_config
+
 UNARIES = ("softmax", "labels")
 LABEL_SPACES = ("present", "all")
-BG_RULES = ("threshold", "power")
-
-
-@dataclass(frozen=True)
-class Background:
-    """How the background score is made from foreground scores (see ``background.py``)."""
-
-    rule: str = "threshold"
-    threshold: float = 0.2
-    alpha: float = 1.0
-
-    def __post_init__(self):
-        if self.rule not in BG_RULES:
-            raise ValueError(f"background rule '{self.rule}' cannot be used here; use one of {BG_RULES} "
-                             "(score dicts hold foreground classes only, so 'learned' has no background)")
-
-    @classmethod
-    def from_config(cls, cfg: Optional[Mapping]) -> Optional["Background"]:
-        if cfg is None:
-            return None
-        if isinstance(cfg, Background):
-            return cfg
-        cfg = _plain(cfg)
-        unknown = set(cfg) - {f.name for f in fields(cls)}
-        if unknown:
-            raise ValueError(f"unknown background keys {sorted(unknown)}; expected rule, threshold, alpha")
-        return cls(**cfg)
 
 
 @dataclass(frozen=True)
@@ -117,7 +92,7 @@ class CRFPreset:
             return cls()
         if isinstance(cfg, str):
             return load_preset(cfg)
-        cfg = _plain(cfg)
+        cfg = plain_config(cfg)
         known = {f.name for f in fields(cls)}
         unknown = set(cfg) - known
         if unknown:
@@ -130,16 +105,6 @@ class CRFPreset:
             cfg["bilateral"] = Bilateral(**(cfg["bilateral"] or {}))
         cfg["background"] = Background.from_config(cfg.get("background"))
         return cls(**cfg)
-
-
-def _plain(cfg) -> dict:
-    try:
-        from omegaconf import DictConfig, OmegaConf
-        if isinstance(cfg, DictConfig):
-            return OmegaConf.to_container(cfg, resolve=True)
-    except ImportError:  # pragma: no cover - omegaconf is a dependency
-        pass
-    return dict(cfg)
 
 
 def load_preset(name: str) -> CRFPreset:
@@ -249,10 +214,7 @@ def _reference_background(fg: np.ndarray, rule: Background) -> np.ndarray:
 def _pipeline_background(fg: np.ndarray, rule: Background) -> np.ndarray:
     import torch
 
-    from .background import add_background
-
-    out = add_background(torch.from_numpy(fg), rule.rule, rule.threshold, rule.alpha)
-    return out[:1].numpy().astype(np.float32)
+    return rule.add(torch.from_numpy(fg))[:1].numpy().astype(np.float32)
 
 
 def refine(image: np.ndarray, fg_scores: np.ndarray, fg_ids: Sequence[int], preset: CRFPreset,
