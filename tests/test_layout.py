@@ -3,7 +3,6 @@ and 255; a plain image folder trains and infers like VOC; every layout's DDP val
 from __future__ import annotations
 
 import shutil
-from pathlib import Path
 
 import numpy as np
 import pytest
