@@ -62,7 +62,19 @@ def fast_dev_run(cfg) -> None:
     assert trainer.global_step == 1, trainer.global_step
 
 
+def _image_folder(voc_root: Path) -> Path:
+    """conf/dataset/image_folder.yaml's folder names over the VOC fixture's files."""
+    root = voc_root.parent / "image_folder"
+    if not root.exists():
+        root.mkdir()
+        for name, src in (("images", "JPEGImages"), ("masks", "SegmentationClass"), ("lists", "ImageSets/Segmentation")):
+            (root / name).symlink_to(voc_root / src)
+    return root
+
+
 def _root_for(choices, voc_root, densepose_root, synthetic_root):
+    if choices["dataset"] == "image_folder":
+        return _image_folder(voc_root)
     return {"voc": voc_root, "densepose": densepose_root}.get(choices["dataset"], synthetic_root)
 
 

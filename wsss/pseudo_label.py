@@ -27,12 +27,12 @@ from typing import Dict, Optional, Sequence
 
 import hydra
 import numpy as np
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from wsss.classes import FIX as CLASSES_FIX
 from wsss.classes import check_root_classes, class_config
 from wsss.data.formats import load_score_dict, read_image, read_label_png, write_label_png
-from wsss.data.voc import VOCLayout
+from wsss.data.layout import Layout, layout_from_config
 from wsss.metrics.confusion import confusion_matrix_np, scores_from_confusion
 from wsss.outputs import (check_writable, claim_output_dir, log_errors, output_dir,  # noqa: F401 (check_writable)
                           write_effective_config)
@@ -102,20 +102,13 @@ def check_scores(scores_dir: Path, ids: Sequence[str]) -> None:
                                 "run inference on this split or pick the split the scores were made for")
 
 
-def dataset_layout(cfg) -> VOCLayout:
-    ds = cfg.dataset
-    root = ds.get("root")
-    if root in (None, "", "???"):
-        raise ValueError("dataset.root=... is required (the VOC-layout folder holding JPEGImages/)")
-    if ds.get("synthetic"):
-        from wsss.data.synthetic import prepare_synthetic
-
-        prepare_synthetic(root, OmegaConf.to_container(ds.synthetic, resolve=True), ds.get("synthetic_home"))
-    return VOCLayout(root, packaged_fallback=bool(ds.get("packaged_lists", False)))
+def dataset_layout(cfg) -> Layout:
+    """The layout of ``cfg.dataset`` (any data set), a configured synthetic set written first."""
+    return layout_from_config(cfg.dataset, prepare=True)
 
 
 # ----- running -------------------------------------------------------------------------------
-def labelling_settings(layout: VOCLayout, split: str, scores_dir, preset: CRFPreset, bg: Optional[Background],
+def labelling_settings(layout: Layout, split: str, scores_dir, preset: CRFPreset, bg: Optional[Background],
                        num_classes: int, class_names: Sequence[str]) -> dict:
     """What determines the PNGs (``settings.json``): a rerun keeps existing ones only when this is equal."""
     crf = dataclasses.asdict(preset)
@@ -125,7 +118,7 @@ def labelling_settings(layout: VOCLayout, split: str, scores_dir, preset: CRFPre
             "class_names": list(class_names), "background": background_summary(preset, bg), "crf": crf}
 
 
-def make_pseudo_labels(layout: VOCLayout, split: str, scores_dir, out_dir, preset: CRFPreset,
+def make_pseudo_labels(layout: Layout, split: str, scores_dir, out_dir, preset: CRFPreset,
                        bg: Optional[Background], num_classes: int, class_names: Sequence[str],
                        workers: int = 0, overwrite: bool = False, gt_dir: Optional[str] = None,
                        progress: bool = False, record_settings: bool = True) -> dict:
@@ -201,7 +194,7 @@ def labelling_record(res: dict) -> dict:
                           details=details)
 
 
-def log_wandb(logger_cfg, res: dict, layout: VOCLayout, ids: Sequence[str], count: int) -> None:
+def log_wandb(logger_cfg, res: dict, layout: Layout, ids: Sequence[str], count: int) -> None:
     """Per-class table and an image / GT / pseudo-label grid to the W&B run of ``logger=wandb``."""
     from hydra.utils import instantiate
     from pytorch_lightning.loggers import WandbLogger

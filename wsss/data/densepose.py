@@ -1,4 +1,5 @@
-"""DensePose body parts on COCO 2014 in the layout of SPML's README, as Dataset and LightningDataModule.
+"""DensePose body parts on COCO 2014 in the layout of SPML's README: its :class:`~wsss.data.layout.Layout`,
+training targets, Dataset and LightningDataModule.
 
 Layout under ``root`` (twke18/SPML README "DensePose"):
 
@@ -10,25 +11,27 @@ Layout under ``root`` (twke18/SPML README "DensePose"):
                                               (``images/... segcls/... seginst/...`` a line)
 
 Horizontal flips swap left and right parts (``PART_FLIP``, from ``spml/data/datasets/densepose_dataset.py``),
-so the flip is done here, before the configured albumentations pipeline (which must not flip again).
+so the flip is done by the dataset before the configured albumentations pipeline (which must not flip
+again), through ``DensePoseLayout.mirror_classes``.
 :func:`write_synthetic_densepose` writes a small set in this layout for tests and CPU runs.
 """
 from __future__ import annotations
 
 import zlib
 from pathlib import Path
-from typing import List, Mapping, Optional, Sequence
+from typing import Dict, List, Mapping, Optional, Sequence
 
 import numpy as np
-import pytorch_lightning as pl
-import torch
 from PIL import Image
-from torch.utils.data import DataLoader, Dataset
 
-from .formats import DataFormatError, read_image, read_label_png, write_split_list
-from .supervision import SEGMENT_PAD, dilate_labels, missing_segments_message, read_segments
-from .transforms import IMAGENET_MEAN, IMAGENET_STD, build_pipeline, normalize_image
-from .voc import pad_collate
+from .datamodule import SegmentationDataModule
+from .formats import read_label_png, write_split_list
+from .layout import labels_from_masks, require_labels
+from .segmentation import SegmentationDataset
+from .supervision import (SEGMENT_PAD, SEGMENTS, SupervisionLoader, dilate_labels, missing_segments_message,
+                          read_segments)
+from .targets import label_map
+from .transforms import IMAGENET_MEAN, IMAGENET_STD
 
 PART_NAMES = ("background", "torso", "right hand", "left hand", "left foot", "right foot", "right thigh",
               "left thigh", "right leg", "left leg", "left arm", "right arm", "left forearm", "right forearm",
@@ -40,6 +43,8 @@ PART_FLIP[:15] = [0, 1, 3, 2, 5, 4, 7, 6, 9, 8, 11, 10, 13, 12, 14]
 
 class DensePoseLayout:
     """Where things live; ``gt_dir`` / ``points_dir`` / ``segments_dir`` are relative to ``root``."""
+
+    mirror_classes = PART_FLIP
 
     def __init__(self, root: str | Path, gt_dir: str = "segcls/densepose/gray",
                  points_dir: str = "segcls/densepose_points/gray", segments_dir: str = "seginst/pmi_0.1_256"):
@@ -62,6 +67,32 @@ class DensePoseLayout:
     def segments_path(self, image_id: str) -> Path:
         return self.root / self.segments_dir / f"{image_id}.png"
 
+    def mask_dir(self, split: str, override: str | None = None) -> Path:
+        """GT part labels (the same folder for every split); ``override`` as :meth:`VOCLayout.mask_dir`."""
+        return Path(override).expanduser().absolute() if override else self.root / self.gt_dir
+
+    def mask_path(self, image_id: str, split: str, override: str | None = None) -> Path:
+        return self.mask_dir(split, override) / f"{image_id}.png"
+
+    def image_labels(self, ids: Sequence[str], split: str, num_classes: int, present=None,
+                     strict: bool = True) -> Dict[str, np.ndarray]:
+        """The parts in the GT when the split's GT was read (``present``: validation), else in the point
+        annotations (what training sees), else in the GT masks that exist."""
+        from .checks import labels_from_present
+
+        if present is not None:
+            labels = labels_from_present(present, num_classes)
+        elif all(self.points_path(i).is_file() for i in ids):
+            labels = labels_from_masks(ids, self.image_path, self.points_path, num_classes,
+                                       f"point annotations of split '{split}'")
+        else:
+            labels = labels_from_masks(ids, self.image_path, self.gt_path, num_classes,
+                                       f"part labels of split '{split}'")
+        if strict:
+            require_labels(labels, ids, split, f"{self.root / self.points_dir}/ID.png and "
+                                               f"{self.root / self.gt_dir}/ID.png")
+        return labels
+
     def split_ids(self, split: str) -> List[str]:
         path = Path(split) if split.endswith(".txt") else self.root / "lists" / f"{split}.txt"
         if not path.is_absolute() and not path.is_file():
@@ -77,7 +108,30 @@ class DensePoseLayout:
         return ids
 
 
-class DensePoseParts(Dataset):
+class DensePosePoints(SupervisionLoader):
+    """DensePose's training targets: the point annotations (``weak``, dilated) and the PMI over-segmentation
+    (``segments``, required), both at the layout's folders."""
+
+    def __init__(self, num_classes: int = 15, dilation: int = 1, points: bool = True, segments: bool = True):
+        super().__init__(segments_dir=None, require_segments=True, num_classes=num_classes)
+        self.dilation, self.load_points, self.load_segments = dilation, points, segments
+        self.targets = tuple(t for t, on in ((label_map("weak"), points), (SEGMENTS, segments)) if on)
+
+    def weak_labels(self, layout, image_id: str, sample: dict) -> Optional[np.ndarray]:
+        if not self.load_points:
+            return None
+        return dilate_labels(read_label_png(layout.points_path(image_id), self.num_classes), self.dilation)
+
+    def segments(self, layout, image_id: str) -> Optional[np.ndarray]:
+        if not self.load_segments:
+            return None
+        path = layout.segments_path(image_id)
+        if not path.is_file():
+            raise FileNotFoundError(missing_segments_message(path))
+        return read_segments(path)
+
+
+class DensePoseParts(SegmentationDataset):
     """One split; yields the batch contract: image, name, cls (14 parts), mask (GT), weak (points), segments."""
 
     def __init__(self, root: str | Path, split: str, num_classes: int = 15, load_mask: bool = True,
@@ -85,115 +139,38 @@ class DensePoseParts(Dataset):
                  flip_prob: float = 0.0, transforms: Sequence[Mapping] | None = None,
                  mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD, seed: int = 0,
                  **layout_kwargs):
-        self.layout = DensePoseLayout(root, **layout_kwargs)
-        self.split = split
-        self.ids = self.layout.split_ids(split)
-        self.num_classes = num_classes
-        self.load_mask, self.load_points, self.load_segments = load_mask, load_points, load_segments
-        self.point_dilation = point_dilation
-        self.flip_prob = flip_prob
-        self.mean, self.std = tuple(mean), tuple(std)
-        keys = [k for k, on in (("mask", load_mask), ("weak", load_points), ("segments", load_segments)) if on]
-        self.pipeline = build_pipeline(transforms, keys)
-        self.rng = np.random.default_rng(seed)
-
-    def __len__(self) -> int:
-        return len(self.ids)
-
-    def _read(self, image_id: str) -> dict:
-        image = read_image(self.layout.image_path(image_id))
-        sample = {"image": image}
-        if self.load_mask:
-            sample["mask"] = read_label_png(self.layout.gt_path(image_id), self.num_classes)
-        if self.load_points:
-            sample["weak"] = dilate_labels(read_label_png(self.layout.points_path(image_id), self.num_classes),
-                                           self.point_dilation)
-        if self.load_segments:
-            path = self.layout.segments_path(image_id)
-            if not path.is_file():
-                raise FileNotFoundError(missing_segments_message(path))
-            sample["segments"] = read_segments(path)
-        for key, value in sample.items():
-            if key != "image" and value.shape != image.shape[:2]:
-                raise DataFormatError(f"{image_id}: {key} is {value.shape} but the image is {image.shape[:2]}")
-        return sample
-
-    @staticmethod
-    def flip(sample: dict) -> dict:
-        """Mirror every map; part ids in ``mask`` / ``weak`` swap left and right."""
-        out = {}
-        for key, value in sample.items():
-            value = np.ascontiguousarray(value[:, ::-1])
-            out[key] = PART_FLIP[value] if key in ("mask", "weak") else value
-        return out
-
-    def __getitem__(self, index: int) -> dict:
-        image_id = self.ids[index]
-        sample = self._read(image_id)
-        source = sample.get("weak", sample.get("mask"))
-        cls = np.zeros(self.num_classes - 1, np.float32)
-        if source is not None:
-            present = np.unique(source)
-            present = present[(present > 0) & (present < self.num_classes)]
-            cls[present - 1] = 1.0
-        if self.flip_prob and self.rng.random() < self.flip_prob:
-            sample = self.flip(sample)
-        out = self.pipeline(**sample)
-        result = {"name": image_id, "cls": torch.from_numpy(cls),
-                  "image": torch.from_numpy(normalize_image(out["image"], self.mean, self.std)),
-                  "size": torch.tensor(sample["image"].shape[:2])}
-        for key in ("mask", "weak", "segments"):
-            if key in out:
-                result[key] = torch.from_numpy(np.ascontiguousarray(out[key]).astype(np.int64))
-        return result
+        points = DensePosePoints(num_classes, point_dilation, load_points, load_segments)
+        super().__init__(DensePoseLayout(root, **layout_kwargs), split, num_classes, load_mask=load_mask,
+                         transforms=transforms, supervision=points if points.targets else None, mean=mean,
+                         std=std, flip_prob=flip_prob, seed=seed)
 
 
-class DensePoseDataModule(pl.LightningDataModule):
-    """Train on points (+ over-segmentations), validate on the processed DensePose part labels."""
+class DensePoseDataModule(SegmentationDataModule):
+    """Train on points (+ over-segmentations), validate on the processed DensePose part labels.
+
+    ``layout``: folder names for :class:`DensePoseLayout` (``gt_dir``, ``points_dir``, ``segments_dir``).
+    ``supervision`` (from conf/supervision) is not used: DensePose is trained on its points.
+    """
 
     def __init__(self, root: str, num_classes: int = 15, class_names: Sequence[str] = PART_NAMES,
                  train_split: str = "train2014", val_split: str = "minival2014", batch_size: int = 4,
-                 val_batch_size: int = 1, num_workers: int = 4, train_transforms: Sequence[Mapping] | None = None,
-                 val_transforms: Sequence[Mapping] | None = None, point_dilation: int = 1, flip_prob: float = 0.5,
-                 synthetic: Mapping | None = None, supervision=None, layout: Mapping | None = None,
-                 mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD,
-                 crop_size: int | None = None):
-        super().__init__()
-        self.crop_size = crop_size  # referenced by the transform list in conf/dataset/densepose.yaml
-        self.root, self.num_classes, self.class_names = root, num_classes, list(class_names)
-        self.train_split, self.val_split = train_split, val_split
-        self.batch_size, self.val_batch_size, self.num_workers = batch_size, val_batch_size, num_workers
-        self.train_transforms, self.val_transforms = train_transforms, val_transforms
-        self.point_dilation, self.flip_prob = point_dilation, flip_prob
+                 num_workers: int = 4, point_dilation: int = 1, flip_prob: float = 0.5,
+                 synthetic: Mapping | None = None, layout: Mapping | None = None, **kwargs):
+        super().__init__(root, num_classes, class_names, train_split, val_split, batch_size=batch_size,
+                         num_workers=num_workers, flip_prob=flip_prob, **kwargs)
+        self.point_dilation = point_dilation
         self.synthetic = dict(synthetic) if synthetic else None
-        self.layout = dict(layout or {})
-        self.mean, self.std = mean, std
-        self.train_set: Optional[DensePoseParts] = None
-        self.val_set: Optional[DensePoseParts] = None
-        # ``supervision`` (from conf/supervision) is ignored: DensePose is trained on its points
+        self.layout_options = dict(layout or {})
 
     def prepare_data(self) -> None:
         if self.synthetic is not None:
             write_synthetic_densepose(self.root, **self.synthetic)
 
-    def setup(self, stage: str | None = None) -> None:
-        self.prepare_data()
-        common = dict(num_classes=self.num_classes, mean=self.mean, std=self.std, **self.layout)
-        if stage in (None, "fit") and self.train_set is None:
-            self.train_set = DensePoseParts(self.root, self.train_split, load_mask=False,
-                                            point_dilation=self.point_dilation, flip_prob=self.flip_prob,
-                                            transforms=self.train_transforms, **common)
-        if stage in (None, "fit", "validate") and self.val_set is None:
-            self.val_set = DensePoseParts(self.root, self.val_split, load_points=False, load_segments=False,
-                                          transforms=self.val_transforms, **common)
+    def build_layout(self) -> DensePoseLayout:
+        return DensePoseLayout(self.root, **self.layout_options)
 
-    def train_dataloader(self) -> DataLoader:
-        return DataLoader(self.train_set, batch_size=self.batch_size, shuffle=True, drop_last=True,
-                          num_workers=self.num_workers, collate_fn=pad_collate)
-
-    def val_dataloader(self) -> DataLoader:
-        return DataLoader(self.val_set, batch_size=self.val_batch_size, shuffle=False,
-                          num_workers=self.num_workers, collate_fn=pad_collate)
+    def train_supervision(self) -> DensePosePoints:
+        return DensePosePoints(self.num_classes, self.point_dilation)
 
 
 # ----- synthetic set -----------------------------------------------------------------------------

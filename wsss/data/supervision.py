@@ -1,8 +1,9 @@
 """Weak supervision loaders: turn a data set's annotation files into the weak targets a method uses.
 
-A loader is a callable ``loader(layout, image_id, sample)`` that the datamodule calls once per sample
-before augmentation (``wsss.data.voc.VOCSegmentation``); it adds HxW numpy label maps to ``sample`` and
-lists their names in ``label_keys`` so the augmentation pipeline moves them with the image:
+A loader is a callable ``loader(layout, image_id, sample)`` that the dataset calls once per sample
+before augmentation (:class:`wsss.data.segmentation.SegmentationDataset`, any layout with a ``root``); it
+adds HxW numpy maps to ``sample`` and declares each in ``targets`` (:class:`~wsss.data.targets.TargetSpec`:
+dtype, interpolation, padding), so the augmentation pipeline moves them with the image as they need:
 
 * ``weak``: uint8 class ids, 255 = unlabelled (scribbles, points, or CAM-derived pixel labels);
 * ``segments``: uint16 over-segmentation ids (HED-owt-ucm for VOC, PMI-owt-ucm for DensePose);
@@ -34,8 +35,11 @@ from PIL import Image
 from scipy import ndimage
 
 from .formats import IGNORE_INDEX, VOC_CLASSES, DataFormatError, load_score_dict, read_label_png
+from .targets import NEAREST, TargetSpec, label_map
 
 SEGMENT_PAD = 255
+#: over-segmentation ids: never interpolated; padding gets the id no region has
+SEGMENTS = TargetSpec("segments", "int64", NEAREST, SEGMENT_PAD)
 
 
 def _root(layout) -> Path:
@@ -155,7 +159,7 @@ class SupervisionLoader:
     """
 
     name = "base"
-    label_keys: Tuple[str, ...] = ("weak", "segments")
+    targets: Tuple[TargetSpec, ...] = (label_map("weak"), SEGMENTS)
 
     def __init__(self, segments_dir: Optional[str] = "hed", require_segments: bool = False,
                  num_classes: Optional[int] = None):

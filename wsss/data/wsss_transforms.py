@@ -33,13 +33,13 @@ class CropAtMost(BaseCrop):
 
 
 def RandomResizeLong(min_size: int, max_size: int, interpolation: int = 1, p: float = 1.0,  # noqa: N802
-                     strict: bool = True) -> A.LongestMaxSize:
+                     strict: bool = True, mask_interpolation: int = 0) -> A.LongestMaxSize:
     """The longer side resized to a uniform integer in ``[min_size, max_size]`` (PSA/SEAM/RTC's
     ``RandomResizeLong``; ``interpolation=2`` is their PIL bicubic)."""
     if not 0 < int(min_size) <= int(max_size):
         raise ValueError(f"RandomResizeLong: need 0 < min_size <= max_size, got {min_size}, {max_size}")
     return A.LongestMaxSize(max_size=tuple(range(int(min_size), int(max_size) + 1)), interpolation=interpolation,
-                            p=p, strict=strict)
+                            mask_interpolation=mask_interpolation, p=p, strict=strict)
 
 
 CUSTOM = {"CropAtMost": CropAtMost, "RandomResizeLong": RandomResizeLong}
