@@ -29,10 +29,18 @@ pytestmark = pytest.mark.slow
 TRAIN_SIZES = ["trainer.accelerator=cpu", "trainer.devices=1", "trainer.precision=32", "++trainer.strategy=auto",
                "++trainer.sync_batchnorm=false", "+trainer.fast_dev_run=true", "dataset.batch_size=2",
                "dataset.num_workers=0", "++dataset.crop_size=64", "trainer.enable_progress_bar=false"]
+PIPELINE_TRAIN = ["trainer.max_epochs=1", "dataset.batch_size=4", "dataset.num_workers=0", "logger=none",
+                  "trainer.enable_progress_bar=false", "trainer.accelerator=cpu", "trainer.devices=1"]
 SYNTHETIC_SIZES = ["dataset.synthetic.num_train=8", "dataset.synthetic.num_val=3", "dataset.synthetic.image_size=[48,48]"]
 TOOL_SIZES = {"infer": ["device=cpu", "loader_workers=0", "progress=false", "method.test_crop_size=128",
                         "method.test_stride=128"],
-              "evaluate": ["progress=false"], "pseudo_label": ["progress=false"], "spml_memory": ["progress=false"]}
+              "evaluate": ["progress=false"], "pseudo_label": ["progress=false"], "spml_memory": ["progress=false"],
+              "pipeline": [  # the synthetic set as the train commands make it, one epoch per training
+                  "dataset.extra=[" + ",".join(f"'{s}'" for s in SYNTHETIC_SIZES) + "]", "threshold.calib_size=4",
+                  "seed_network.train=['method=cam'," + ",".join(f"'{s}'" for s in PIPELINE_TRAIN) + "]",
+                  "second_stage.train=['method=deeplab'," + ",".join(f"'{s}'" for s in PIPELINE_TRAIN) + "]",
+                  "seed_network.infer=['progress=false','loader_workers=0','workers=0','device=cpu']",
+                  "second_stage.infer=['progress=false','loader_workers=0','device=cpu']"]}
 
 
 def readme_commands() -> list[str]:
@@ -137,7 +145,7 @@ def env(tmp_path_factory):
                    "LIST": root / "ImageSets/Segmentation/val.txt", "FILE.json": base / "eval.json",
                    "NAME": "seam", "N": "1", "MEMORY.npz": base / "memory.npz",
                    "TEST_OUT": _test_set_predictions(base / "test_out"),
-                   "CALIB": root / "ImageSets/Segmentation/train.txt"})
+                   "CALIB": root / "ImageSets/Segmentation/train.txt", "RUN": base / "pipeline"})
     return base, values
 
 
