@@ -19,9 +19,7 @@ from PIL import Image
 from torch.utils.data import Dataset, Sampler
 
 from wsss.data.formats import read_image
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+from wsss.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 
 
 def scaled_size(height: int, width: int, scale: float) -> tuple:

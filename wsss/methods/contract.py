@@ -41,3 +41,7 @@ class OutputSpec:
         if self.normalize == "probability":
             return probability_normalize(raw)
         return raw
+
+
+#: a segmentation network's softmax, background first (DeepLab, SPML): summed over scales, renormalised
+SOFTMAX_SEG = OutputSpec("seg", has_background=True, normalize="probability")

@@ -20,15 +20,14 @@ from wsss.checkpoints import deeplab as deeplab_release
 from wsss.models.heads import build_head
 
 from .base import WSSSModule
-from .contract import OutputSpec
+from .contract import SOFTMAX_SEG
 from .registry import Release, register_method
 
 
 @register_method
 class DeepLabModule(WSSSModule):
     method_name = "deeplab"
-    #: softmax probabilities, background first; summed over scales they are renormalised
-    outputs = (OutputSpec("seg", has_background=True, normalize="probability"),)
+    outputs = (SOFTMAX_SEG,)
     seed_output = "seg"
     release = Release(load=deeplab_release.load_deeplabv2_release, detect=deeplab_release.is_official,
                       experiment=deeplab_release.official_experiment,

@@ -33,6 +33,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from wsss.checkpoints import rtc as rtc_release
+from wsss.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from wsss.data.voc import is_valid_pixel
 
 from . import rtc_losses as L
@@ -42,8 +43,6 @@ from .contract import OutputSpec
 from .registry import Release, register_method
 from .rtc_refine import refine_pseudo_mask
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 def _up(x: torch.Tensor, size) -> torch.Tensor:

@@ -23,11 +23,12 @@ from torch import Tensor, nn
 
 from wsss.checkpoints import spml as spml_release
 from wsss.methods.base import WSSSModule
-from wsss.methods.contract import OutputSpec
+from wsss.methods.contract import SOFTMAX_SEG
 from wsss.methods.registry import Release, register_method
 from wsss.methods.spml_losses import (image_similarity_loss, nearest_labelled_tags, segsort_loss,
                                       set_segsort_loss)
 from wsss.data.supervision import SEGMENT_PAD
+from wsss.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from wsss.models.segsort import (build_segments, grid_labels, l2_normalize, location_features,
                                  segment_mean_directions, smoothed_colors, spherical_kmeans)
 
@@ -128,8 +129,7 @@ class SPMLModule(WSSSModule):
     """SPML on any registered backbone. See ``conf/method/spml.yaml`` for the arguments."""
 
     method_name = "spml"
-    #: the softmax head's probabilities (or retrieval vote fractions), background first
-    outputs = (OutputSpec("seg", has_background=True, normalize="probability"),)
+    outputs = (SOFTMAX_SEG,)  # the softmax head's probabilities, or retrieval vote fractions
     seed_output = "seg"
     release = Release(load=spml_release.load_official_into, detect=spml_release.is_official,
                       experiment=spml_release.official_experiment, title="an SPML release",
@@ -450,11 +450,10 @@ class SPMLModule(WSSSModule):
         self._memory.append(entry)
         self._memory = self._memory[-self.memory_bank_size:]
 
-
     # ----- reference inference ------------------------------------------------------------------
     @torch.no_grad()
     def predict_reference(self, image: np.ndarray, image_size: int = 512, crop_size: int = 512,
-                          mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225)) -> np.ndarray:
+                          mean=IMAGENET_MEAN, std=IMAGENET_STD) -> np.ndarray:
         """``inference_softmax.py``: longer side to ``image_size`` (cv2 bilinear on the normalised image),
         zero padding bottom/right to ``crop_size``, one forward, argmax, crop, nearest resize back.
 

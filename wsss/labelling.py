@@ -1,0 +1,243 @@
+"""``wsss.pseudo_label`` as a library: score maps -> background rule -> dense CRF -> pseudo-label PNGs, with
+their settings record, metrics and W&B overlays (:func:`run`)."""
+from __future__ import annotations
+
+import dataclasses
+import logging
+from pathlib import Path
+from typing import Dict, Optional, Sequence
+
+import numpy as np
+
+from wsss.classes import FIX as CLASSES_FIX
+from wsss.classes import check_root_classes, class_config
+from wsss.data.formats import load_score_dict, read_image, read_label_png, write_label_png
+from wsss.data.layout import Layout, layout_from_config
+from wsss.metrics.confusion import confusion_matrix_np, scores_from_confusion
+from wsss.outputs import check_writable, claim_output_dir, output_dir, write_effective_config
+from wsss.postprocess.background import Background
+from wsss.postprocess.crf import CRFPreset, refine
+from wsss.reporting import (background_protocol, echo, format_table, metrics_record, named_metrics, protocol,
+                            value_line, write_metrics)
+from wsss.workers import map_tasks
+
+log = logging.getLogger("wsss.pseudo_label")  # not __main__ under python -m
+
+
+# ----- one image (runs in worker processes) --------------------------------------------------
+def label_one(task: dict) -> tuple:
+    """Write (or keep) one pseudo label; return ``(id, status, confusion or None)``."""
+    out = Path(task["out"])
+    gt = None
+    if task["gt"] is not None:
+        try:
+            gt = read_label_png(task["gt"], task["num_classes"])
+        except ValueError as exc:
+            raise ValueError(f"{exc}; the GT was made for more classes than the config's {task['num_classes']}: "
+                             f"{CLASSES_FIX}") from exc
+    if out.is_file() and not task["overwrite"]:
+        status = "kept"
+        label = read_label_png(out, task["num_classes"]) if gt is not None else None
+    else:
+        image = read_image(task["image"])
+        shape = image.shape[:2]
+        scores = load_score_dict(task["scores"], shape=shape)
+        keys = sorted(scores)
+        num_fg = task["num_classes"] - 1
+        if keys and not 0 <= keys[0] <= keys[-1] < num_fg:
+            raise ValueError(f"{task['scores']}: class index {keys[-1] if keys[-1] >= num_fg else keys[0]} but the "
+                             f"config has {task['num_classes']} classes (indices 0..{num_fg - 1}); the scores were "
+                             f"made for another data set: {CLASSES_FIX}")
+        fg = np.stack([scores[k] for k in keys]) if keys else np.zeros((0,) + shape, np.float32)
+        if not np.isfinite(fg).all():
+            raise ValueError(f"{task['scores']}: score maps contain NaN or inf; re-run inference")
+        try:
+            label = refine(image, fg, keys, task["preset"], task["bg"], task["num_classes"])
+        except ValueError as exc:
+            raise ValueError(f"{task['scores']}: {exc}") from exc
+        write_label_png(out, label)
+        status = "written"
+    conf = None
+    if gt is not None:
+        if label.shape != gt.shape:
+            raise ValueError(f"{task['gt']}: GT is {gt.shape[0]}x{gt.shape[1]} but the pseudo label {out} is "
+                             f"{label.shape[0]}x{label.shape[1]}")
+        conf = confusion_matrix_np(np.array(label), np.array(gt), task["num_classes"])
+    return task["id"], status, conf
+
+
+# ----- checks --------------------------------------------------------------------------------
+def check_scores(scores_dir: Path, ids: Sequence[str]) -> None:
+    """All missing score files at once, so a wrong folder or split is fixed in one go."""
+    if not scores_dir.is_dir():
+        raise FileNotFoundError(f"scores_dir {scores_dir} is not a directory; pass scores_dir=<folder of ID.npy "
+                                "score dicts> (what `python -m wsss.infer` writes under OUT/scores)")
+    missing = [i for i in ids if not (scores_dir / f"{i}.npy").is_file()]
+    if missing:
+        shown = ", ".join(str(scores_dir / f"{i}.npy") for i in missing[:5])
+        more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
+        raise FileNotFoundError(f"{len(missing)} of {len(ids)} score files missing: {shown}{more}; "
+                                "run inference on this split or pick the split the scores were made for")
+
+
+def dataset_layout(cfg) -> Layout:
+    """The layout of ``cfg.dataset`` (any data set), a configured synthetic set written first."""
+    return layout_from_config(cfg.dataset, prepare=True)
+
+
+# ----- running -------------------------------------------------------------------------------
+def labelling_settings(layout: Layout, split: str, scores_dir, preset: CRFPreset, bg: Optional[Background],
+                       num_classes: int, class_names: Sequence[str]) -> dict:
+    """What determines the PNGs (``settings.json``): a rerun keeps existing ones only when this is equal."""
+    crf = dataclasses.asdict(preset)
+    crf.pop("source", None)
+    return {"tool": "pseudo_label", "scores_dir": str(Path(scores_dir).expanduser().absolute()), "split": split,
+            "dataset_root": str(layout.root.absolute()), "num_classes": num_classes,
+            "class_names": list(class_names), "background": background_summary(preset, bg), "crf": crf}
+
+
+def make_pseudo_labels(layout: Layout, split: str, scores_dir, out_dir, preset: CRFPreset,
+                       bg: Optional[Background], num_classes: int, class_names: Sequence[str],
+                       workers: int = 0, overwrite: bool = False, gt_dir: Optional[str] = None,
+                       progress: bool = False, record_settings: bool = True) -> dict:
+    """Write the pseudo labels of ``split``; return counts and, with GT, the metrics.
+
+    ``record_settings``: claim ``out_dir`` with :func:`wsss.outputs.claim_output_dir` first (a rerun resumes
+    only with equal settings).
+    """
+    scores_dir, out_dir = Path(scores_dir), Path(out_dir)
+    ids = layout.split_ids(split)
+    check_scores(scores_dir, ids)
+    check_writable(out_dir)
+    if record_settings:
+        has_outputs = any((out_dir / f"{i}.png").is_file() for i in ids)
+        claim_output_dir(out_dir, labelling_settings(layout, split, scores_dir, preset, bg, num_classes,
+                                                     class_names), overwrite, has_outputs)
+    gt_folder = layout.mask_dir(split, gt_dir)
+    tasks = []
+    for i in ids:
+        gt = gt_folder / f"{i}.png"
+        tasks.append({"id": i, "image": str(layout.image_path(i)), "scores": str(scores_dir / f"{i}.npy"),
+                      "out": str(out_dir / f"{i}.png"), "gt": str(gt) if gt.is_file() else None,
+                      "preset": preset, "bg": bg, "num_classes": num_classes, "overwrite": overwrite})
+    conf = np.zeros((num_classes, num_classes), np.int64)
+    counts = {"written": 0, "kept": 0}
+    scored = 0
+    for _, status, c in map_tasks(label_one, tasks, workers, progress, "pseudo_label", ordered=False):
+        counts[status] += 1
+        if c is not None:
+            conf += c
+            scored += 1
+    rule = background_summary(preset, bg)
+    res: Dict[str, object] = {"split": split, "scores_dir": str(scores_dir), "out_dir": str(out_dir),
+                              "num_images": len(ids), "written": counts["written"], "kept": counts["kept"],
+                              "crf": preset.name, "background": rule, "gt_dir": str(gt_folder),
+                              "num_scored": scored, "num_classes": num_classes, "class_names": list(class_names)}
+    if scored:
+        res.update(scores_from_confusion(conf, class_names))
+        res["confusion"] = conf.tolist()
+        res["threshold"] = rule["threshold"]
+    return res
+
+
+def background_summary(preset: CRFPreset, bg: Optional[Background]) -> dict:
+    """The rule that made the background (:func:`wsss.reporting.background_protocol`): the preset's own, or ``bg``."""
+    own = preset.enabled and preset.background is not None
+    rule = preset.background if own else bg
+    return background_protocol(rule.rule, rule.threshold, rule.alpha, chosen="fixed",
+                               source=f"crf preset '{preset.name}'" if own else "bg")
+
+
+def format_report(res: dict) -> str:
+    b = res["background"]
+    value = f"threshold={b['threshold']:g}" if b["rule"] == "threshold" else f"alpha={b['alpha']:g}"
+    lines = [f"pseudo labels: {res['written']} written, {res['kept']} kept (already there) -> {res['out_dir']}",
+             f"crf={res['crf']}  background: {b['rule']} {value} (from {b['source']})"]
+    if not res["num_scored"]:
+        lines.append(f"no GT masks in {res['gt_dir']}: no mIoU reported")
+        return "\n".join(lines)
+    lines.append(f"GT for {res['num_scored']} of {res['num_images']} images ({res['gt_dir']})")
+    lines.append(format_table(res, res["split"]))
+    return "\n".join(lines)
+
+
+def labelling_record(res: dict) -> dict:
+    """``res`` in the one ``metrics.json`` schema (:func:`wsss.reporting.metrics_record`)."""
+    split = res["split"]
+    details = {k: res[k] for k in ("written", "kept", "confusion") if k in res}
+    return metrics_record("pseudo_label", split, protocol(crf=res["crf"], background=res["background"]),
+                          named_metrics(res, split), num_images=res["num_images"], num_scored=res["num_scored"],
+                          class_names=res["class_names"],
+                          inputs={"scores_dir": res["scores_dir"], "gt_dir": res["gt_dir"], "out_dir": res["out_dir"]},
+                          details=details)
+
+
+def log_wandb(logger_cfg, res: dict, layout: Layout, ids: Sequence[str], count: int) -> None:
+    """Per-class table and an image / GT / pseudo-label grid to the W&B run of ``logger=wandb``."""
+    from hydra.utils import instantiate
+    from pytorch_lightning.loggers import WandbLogger
+
+    loggers = [instantiate(c) for c in (logger_cfg or {}).values() if c is not None]
+    wandb_loggers = [lg for lg in loggers if isinstance(lg, WandbLogger)]
+    if not wandb_loggers:
+        return
+    import wandb
+
+    from wsss.viz.overlay import overlay_grid
+
+    run = wandb_loggers[0].experiment
+    payload: Dict[str, object] = {}
+    if res["num_scored"]:
+        table = wandb.Table(columns=["class", "IoU", "IoU_seam", "precision", "recall"])
+        for n in res["class_names"]:
+            table.add_data(n, res["IoU"][n], res["IoU_seam"][n], res["precision"][n], res["recall"][n])
+        split = res["split"]
+        payload.update({f"{split}/per_class": table, f"{split}/mIoU": res["mIoU"],
+                        f"{split}/mIoU_seam": res["mIoU_seam"]})
+        run.summary[f"{split}/mIoU"] = res["mIoU"]
+        run.summary[f"{split}/mIoU_seam"] = res["mIoU_seam"]
+    if count > 0:
+        gt_folder, n = Path(res["gt_dir"]), res["num_classes"]
+        images, gts, preds = [], [], []
+        for i in list(ids)[:count]:
+            images.append(read_image(layout.image_path(i)))
+            gt = gt_folder / f"{i}.png"
+            gts.append(read_label_png(gt, n) if gt.is_file() else None)
+            preds.append(read_label_png(Path(res["out_dir"]) / f"{i}.png", n))
+        payload[f"{res['split']}/overlays"] = wandb.Image(overlay_grid(images, gts, preds, max_rows=count),
+                                                 caption="image | GT | pseudo label")
+    run.log(payload)
+    wandb.finish()
+
+
+def run(cfg) -> dict:
+    """The CLI without Hydra's decorator (callable from tests and other entry points)."""
+    for key in ("scores_dir", "split"):
+        if cfg.get(key) in (None, "", "???"):
+            raise ValueError(f"{key}=... is required: python -m wsss.pseudo_label scores_dir=DIR "
+                             "dataset.root=ROOT split=SPLIT [out_dir=OUT] [crf=NAME]")
+    num_classes, names = class_config(cfg)
+    preset = CRFPreset.from_config(cfg.get("crf"))
+    bg = Background.from_config(cfg.get("bg"))
+    if preset.enabled and preset.background is not None and bg is not None and bg != preset.background:
+        log.info("crf=%s brings its own background rule %s; bg=%s is not used (crf.background=null to use it)",
+                 preset.name, preset.background, bg)
+    layout = dataset_layout(cfg)
+    check_root_classes(layout.root, num_classes, names, f"the config (dataset.num_classes={num_classes})")
+    out_dir = output_dir(cfg)
+    res = make_pseudo_labels(layout, cfg.split, cfg.scores_dir, out_dir, preset, bg, num_classes, names,
+                             workers=int(cfg.get("workers", 0)), overwrite=bool(cfg.get("overwrite", False)),
+                             gt_dir=cfg.get("gt_dir"), progress=bool(cfg.get("progress", True)))
+    echo(format_report(res), logger=log)
+    written = [str(write_effective_config(out_dir, cfg, {"out_dir": str(out_dir), "bg": {
+        k: res["background"][k] for k in ("rule", "threshold", "alpha")},
+                                                         "dataset.num_classes": num_classes,
+                                                         "dataset.class_names": names}))]
+    if res["num_scored"]:
+        written.append(str(write_metrics(out_dir / "metrics.json", labelling_record(res))))
+    echo("wrote " + ", ".join(written), logger=log)
+    if cfg.get("logger"):
+        log_wandb(cfg.logger, res, layout, layout.split_ids(cfg.split), int(cfg.get("overlay_count", 8)))
+    if res["num_scored"]:
+        echo(value_line(f"{res['split']}/mIoU", res["mIoU"]), logger=log)
+    return res
