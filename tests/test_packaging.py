@@ -27,7 +27,7 @@ try:  # what the builds below need without build isolation (``pip install -e ".[
     from setuptools.command import bdist_wheel  # noqa: F401  (built in since setuptools 70.1)
 except ImportError:
     pytestmark = pytest.mark.skip(reason='needs setuptools>=70.1 in this environment: pip install -e ".[dev]"')
-ENTRY_POINTS = ["train", "infer", "evaluate", "pseudo_label", "spml_memory", "export_voc_test", "pipeline"]
+ENTRY_POINTS = ["train", "infer", "evaluate", "pseudo_label", "spml_memory", "export_voc_test", "pipeline", "predict"]
 # top-level folders local to this working tree (or not needed to build); ignored at any depth: caches
 _LOCAL_TOP = {".git", ".venv", "build", "dist", "data", "outputs", "multirun", "wandb", "lightning_logs", "tests",
               ".pytest_cache"}

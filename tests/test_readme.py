@@ -34,7 +34,7 @@ PIPELINE_TRAIN = ["trainer.max_epochs=1", "dataset.batch_size=4", "dataset.num_w
 SYNTHETIC_SIZES = ["dataset.synthetic.num_train=8", "dataset.synthetic.num_val=3", "dataset.synthetic.image_size=[48,48]"]
 TOOL_SIZES = {"infer": ["device=cpu", "loader_workers=0", "progress=false", "method.test_crop_size=128",
                         "method.test_stride=128"],
-              "evaluate": ["progress=false"], "pseudo_label": ["progress=false"], "spml_memory": ["progress=false"],
+              "evaluate": ["progress=false"], "predict": ["progress=false", "device=cpu", "workers=0"], "pseudo_label": ["progress=false"], "spml_memory": ["progress=false"],
               "pipeline": [  # the synthetic set as the train commands make it, one epoch per training
                   "dataset.extra=[" + ",".join(f"'{s}'" for s in SYNTHETIC_SIZES) + "]", "threshold.calib_size=4",
                   "seed_network.train=['method=cam'," + ",".join(f"'{s}'" for s in PIPELINE_TRAIN) + "]",
@@ -145,7 +145,8 @@ def env(tmp_path_factory):
                    "LIST": root / "ImageSets/Segmentation/val.txt", "FILE.json": base / "eval.json",
                    "NAME": "seam", "N": "1", "MEMORY.npz": base / "memory.npz",
                    "TEST_OUT": _test_set_predictions(base / "test_out"),
-                   "CALIB": root / "ImageSets/Segmentation/train.txt", "RUN": base / "pipeline"})
+                   "CALIB": root / "ImageSets/Segmentation/train.txt", "RUN": base / "pipeline",
+                   "IMAGES": root / "JPEGImages"})
     return base, values
 
 

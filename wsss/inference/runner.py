@@ -82,7 +82,7 @@ def crf_job(task: dict) -> str:
     """Dense CRF of one image from its stored scores; writes the label PNG atomically."""
     from wsss.postprocess.crf import dense_crf, refine
 
-    image = read_image(task["image"])
+    image = task["image"] if isinstance(task["image"], np.ndarray) else read_image(task["image"])
     if task["probs"] is not None:  # learned background: CRF on the network's own probabilities
         probs, class_ids = task["probs"], np.asarray(task["class_ids"])
         label = class_ids[np.argmax(dense_crf(image, probs, task["preset"]), axis=0)].astype(np.uint8)
@@ -103,7 +103,8 @@ def write_image_outputs(model, recipe: dict, name: str, label, agg: torch.Tensor
     """Score dict, prediction PNG and (queued) CRF label of one image from its aggregated raw scores of
     ``output`` (None: the seed output)."""
     keys = stored_classes(label, recipe["classes"], fg.shape[0])
-    save_score_dict(paths["scores"], {k: fg[k] for k in keys})
+    if "scores" in paths:  # wsss.predict stores them only with save_scores=true
+        save_score_dict(paths["scores"], {k: fg[k] for k in keys})
     full = model.finalize_scores(agg[None], output)[0].float()
     if recipe["pred_with_labels"] and label is not None:
         from wsss.methods.cam_ops import restrict_to_labels

@@ -43,6 +43,7 @@ INFERENCE_DEFAULTS = {
     "classes": "label",       # classes stored in scores/ID.npy: label (image-level label) | all
     "pred_with_labels": None,  # restrict pred/ID.png to labelled classes (None: eval_with_labels)
     "crf": "none",            # conf/crf preset applied by wsss.infer when crf= is not given
+    "cls_threshold": 0.5,     # wsss.predict: a class is in the image when image_label_probs exceeds this
 }
 
 
@@ -134,6 +135,11 @@ class WSSSModule(pl.LightningModule):
         self.output_spec(output)  # an undeclared output is an error, not the seed's scores
         return combine_scales(lambda x: self.raw_scores(x, output), inputs, size, flip,
                               aggregation or self.score_aggregation, channels_last)
+
+    def image_label_probs(self, image: torch.Tensor) -> Optional[torch.Tensor]:
+        """``B x C-1`` probabilities that each foreground class is in the image, from the method's own classifier;
+        None for methods without one (``wsss.predict`` then restricts nothing)."""
+        return None
 
     def foreground_scores(self, raw: torch.Tensor, output: Optional[str] = None) -> torch.Tensor:
         """``B x C x H x W`` foreground scores, as the seed repos store them in their ``.npy`` dicts."""

@@ -32,6 +32,11 @@ class CAMModule(WSSSModule):
     def raw_scores(self, image: torch.Tensor, output: str | None = None) -> torch.Tensor:
         return F.relu(self.classifier(self.features(image)))
 
+    def image_label_probs(self, image: torch.Tensor) -> torch.Tensor:
+        """The classifier on globally pooled features, as trained (sigmoid of the multi-label logits)."""
+        logits = self.classifier(F.adaptive_avg_pool2d(self.features(image), 1)).flatten(1)
+        return torch.sigmoid(logits)
+
     def training_losses(self, batch: dict) -> dict:
         feats = self.dropout(self.features(batch["image"]))
         logits = self.classifier(F.adaptive_avg_pool2d(feats, 1)).flatten(1)

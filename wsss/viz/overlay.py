@@ -97,3 +97,25 @@ def overlay_grid(images: Sequence[np.ndarray | None], *label_columns: Sequence[n
         padded.append(np.concatenate([r, pad], axis=1))
         padded.append(np.full((_GAP, width, 3), 255, np.uint8))
     return np.concatenate(padded[:-1], axis=0)
+
+
+def with_legend(image: np.ndarray, class_ids: Sequence[int], class_names: Sequence[str],
+                swatch: int = 14) -> np.ndarray:
+    """``image`` with a strip below naming each class of ``class_ids`` beside its VOC colour."""
+    from PIL import ImageDraw
+
+    image = _as_rgb_uint8(image)
+    h, w = image.shape[:2]
+    labels = [(int(c), class_names[int(c)] if int(c) < len(class_names) else str(c)) for c in class_ids]
+    canvas = Image.new("RGB", (w, h + swatch + 8), (255, 255, 255))
+    canvas.paste(Image.fromarray(image), (0, 0))
+    draw = ImageDraw.Draw(canvas)
+    x, y = 4, h + 4
+    if not labels:
+        draw.text((x, y), "background only", fill=(0, 0, 0))
+    for cid, name in labels:
+        colour = tuple(int(v) for v in _PALETTE[cid])
+        draw.rectangle([x, y, x + swatch, y + swatch - 1], fill=colour, outline=(0, 0, 0))
+        draw.text((x + swatch + 3, y), name, fill=(0, 0, 0))
+        x += swatch + 10 + int(draw.textlength(name))
+    return np.asarray(canvas)
