@@ -6,6 +6,7 @@ by ``tests/vocgen.py`` (not the embedded synthetic generator) and, for DensePose
 """
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -17,7 +18,8 @@ from conftest import CONF_DIR
 from vocgen import write_voc_folder
 from wsss.engine import build_datamodule, build_method, build_trainer
 
-EXPERIMENTS = sorted(p.stem for p in (CONF_DIR / "experiment").glob("*.yaml"))
+EXPERIMENTS = sorted(p.stem for p in (CONF_DIR / "experiment").glob("*.yaml") if not p.stem.endswith("_pipeline"))
+PIPELINES = sorted(p.stem for p in (CONF_DIR / "experiment").glob("*_pipeline.yaml"))
 GROUPS = {g: sorted(p.stem for p in (CONF_DIR / g).glob("*.yaml")) for g in ("method", "dataset", "supervision",
                                                                              "backbone")}
 HEAVY_BACKBONES = {"resnet38d", "resnet101", "resnet101_deepstem", "resnet50"}
@@ -129,3 +131,43 @@ def test_published_names_are_published(tmp_path, voc_root):
     for preset in (CONF_DIR / "preset").glob("*.yaml"):
         dataset, _, method = preset.stem.partition("_")
         assert dataset in GROUPS["dataset"] and method in GROUPS["method"], preset.name
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("pipeline", PIPELINES)
+def test_pipeline_recipe_stages_compose_and_train_one_step(pipeline, tmp_path, voc_root):
+    """Every stage of a *_pipeline recipe is a valid command of its tool: the two trainings train a step on a
+    VOC-layout folder; infer, evaluate and pseudo_label compose with the stage's overrides."""
+    from wsss.stages.commands import COMMANDS
+
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        pcfg = compose(config_name="pipeline", overrides=[f"experiment={pipeline}", f"dataset.root={voc_root}"])
+    run_dir = tmp_path / "run"
+    (run_dir / "scores").mkdir(parents=True)
+    (run_dir / "scores" / "settings.json").write_text(json.dumps({"dataset_root": str(voc_root)}))
+    (run_dir / "threshold").mkdir()
+    (run_dir / "threshold" / "metrics.json").write_text(json.dumps({"calibrated": {"threshold": 0.3}}))
+    for stage, command in COMMANDS.items():
+        argv = command(pcfg, run_dir)
+        tool = argv[argv.index("-m") + 1].split(".")[1]
+        overrides = [a for a in argv[argv.index("-m") + 2:] if not a.startswith("hydra.")]
+        if tool == "train":
+            cfg, _ = compose_run(overrides + SIZES, voc_root, tmp_path / stage)
+            if cfg.method._target_.endswith("DeepLabModule"):
+                with open_dict(cfg):
+                    cfg.dataset.pseudo_label_dir = str(voc_root / "SegmentationClassAug")
+            fast_dev_run(cfg)
+        else:
+            GlobalHydra.instance().clear()
+            with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+                compose(config_name=tool, overrides=overrides)
+
+
+def test_train_refuses_a_pipeline_recipe(tmp_path, voc_root):
+    from wsss.engine import fit
+
+    for pipeline in PIPELINES:
+        cfg, _ = compose_run([f"experiment={pipeline}"] + SIZES, voc_root, tmp_path)
+        with pytest.raises(ValueError, match="python -m wsss.pipeline experiment=NAME_pipeline"):
+            fit(cfg)

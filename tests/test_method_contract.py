@@ -34,7 +34,7 @@ def test_every_method_config_names_a_registered_class_with_declared_outputs():
 
 
 def test_registered_recipes_are_the_published_recipes():
-    recipes = {p.stem for p in (CONF / "experiment").glob("*.yaml")}
+    recipes = {p.stem for p in (CONF / "experiment").glob("*.yaml") if not p.stem.endswith("_pipeline")}
     owned = [r for cls in method_classes().values() for r in cls.recipes]
     assert sorted(owned) == sorted(recipes)  # each published recipe belongs to exactly one method
     for name in ("rtc", "deeplab"):  # their release needs one recipe whatever the file

@@ -166,6 +166,9 @@ def write_run_record(cfg: DictConfig) -> Optional[Path]:
 def fit(cfg: DictConfig) -> dict:
     """Train and validate; returns the final validation metrics (rank 0). Writes ``run.json`` first
     (:func:`write_run_record`), ``metrics.json`` last (:func:`write_metrics`)."""
+    if cfg.get("seed_network") is not None:
+        raise ValueError("this experiment is a pipeline recipe (conf/experiment/*_pipeline.yaml): run it with "
+                         "python -m wsss.pipeline experiment=NAME_pipeline, not python -m wsss.train")
     check_resume_path(cfg.get("ckpt_path"))
     write_run_record(cfg)
     pl.seed_everything(cfg.seed, workers=True)

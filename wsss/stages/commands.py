@@ -78,9 +78,9 @@ def second_stage_command(cfg, run_dir: Path) -> List[str]:
 
 
 def final_command(cfg, run_dir: Path) -> List[str]:
+    crf = [f"crf={cfg.second_stage.crf}"] if cfg.second_stage.get("crf") is not None else []
     return [*_python(cfg), "-m", "wsss.infer", f"ckpt={run_dir / 'second_stage' / 'checkpoints' / 'last.ckpt'}",
-            *_dataset_args(cfg), "split=val", f"crf={cfg.second_stage.crf}", f"out_dir={run_dir / 'final'}",
-            *map(str, cfg.second_stage.infer)]
+            *_dataset_args(cfg), "split=val", *crf, f"out_dir={run_dir / 'final'}", *map(str, cfg.second_stage.infer)]
 
 
 COMMANDS: Dict[str, Callable] = {"seed": seed_command, "scores": scores_command, "threshold": threshold_command,
