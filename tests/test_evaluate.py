@@ -437,3 +437,5 @@ def test_cli_prints_calibrated_oracle_and_gap(tmp_path):
     assert f"oracle background threshold {o['threshold']:g}" in proc.stdout
     assert f"oracle - calibrated: {o['mIoU_seam'] - c['mIoU_seam']:+.4f} mIoU_seam" in proc.stdout
     assert proc.stdout.strip().splitlines()[-1] == f"report/mIoU={c['mIoU']:.4f}"
+    run = json.loads((tmp_path / "hydra" / "run.json").read_text())  # the run folder, beside config.yaml
+    assert run["tool"] == "evaluate" and run["status"] == "done" and run["details"]["threshold_chosen"] == "calibrated"

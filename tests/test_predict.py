@@ -1,6 +1,7 @@
 """wsss.predict: any folder of images, any format, EXIF orientation, corrupt files named, labels from the model."""
 from __future__ import annotations
 
+import json
 import subprocess
 from pathlib import Path
 
@@ -99,6 +100,10 @@ def test_cli_writes_mirrored_outputs_lists_bad_files_and_resumes(tmp_path, folde
         scores = load_score_dict(out / "scores" / f"{rel}.npy")
         assert all(v.shape == (size[1], size[0]) for v in scores.values()), rel
     assert not (out / "pred" / "broken.png").exists()
+    run = json.loads((out / "run.json").read_text())  # what was scored, and how
+    assert run["tool"] == "predict" and run["status"] == "done" and run["details"]["checkpoint"]["path"] == str(cam_ckpt)
+    assert run["details"]["labels_restrict_prediction"] is False and run["details"]["image_labels_from_classifier"]
+    assert list(run["details"]["unreadable"]) == [str(folder / "broken.jpg")]
     again = run_cli(cam_ckpt, folder, out, "save_scores=true")
     assert again.returncode == 2 and "predicted 0 images (12 done before)" in again.stdout
     other = run_cli(cam_ckpt, folder, out)

@@ -43,6 +43,11 @@ def test_bare_cli_writes_metrics_and_checkpoint(tmp_path):
     assert {k: run["choices"][k] for k in ("method", "dataset", "backbone", "supervision", "experiment")} == {
         "method": "cam", "dataset": "synthetic", "backbone": "tiny", "supervision": "tag", "experiment": None}
     assert "preset" in run["choices"] and "debug=fast" in run["overrides"]
+    # what it measured with: code, libraries, device, the final step (wsss.provenance)
+    assert run["status"] == "done" and run["wall_s"] > 0 and run["libraries"]["torch"] == torch.__version__
+    assert run["device"]["cuda"] == torch.cuda.is_available() and run["wsss"]["version"] == run["wsss_version"]
+    assert run["details"]["global_step"] > 0 and run["details"]["labels_restrict_validation"] is True
+    assert run["details"]["last_checkpoint"] == str(out / "checkpoints" / "last.ckpt")
 
 
 def test_missing_resume_checkpoint_fails_first(tmp_path, synthetic_root, monkeypatch):

@@ -89,7 +89,6 @@ def write_metrics(path: str | os.PathLike, metrics: dict) -> None:
     atomic_write_bytes(path, json.dumps(payload, indent=2).encode())
 
 
-RUN_FILE = "run.json"
 _LIGHTNING_CKPT_KEYS = ("last", "best", "hpc", "registry")
 
 
@@ -121,60 +120,64 @@ def _group_has(group: str, option: str) -> bool:
 
 
 def run_record(cfg: DictConfig) -> dict:
-    """What a run ran: ``choices`` (Hydra's config-group choices: method, dataset, backbone, supervision,
-    experiment, preset, trainer, ...; null for a group not used, e.g. no preset file for this dataset and
-    method; ``choices`` itself is null outside ``@hydra.main``, e.g. a config made with ``compose``),
-    ``overrides`` (the command line's), ``seed``, ``ckpt_path`` and the installed ``wsss_version``."""
-    from importlib.metadata import PackageNotFoundError, version
+    """:func:`wsss.provenance.run_record` of a training run, plus ``choices`` (Hydra's config-group choices:
+    method, dataset, backbone, supervision, experiment, preset, ...; null for a group not used, e.g. no preset
+    file for this dataset and method; ``choices`` is null outside ``@hydra.main``), ``ckpt_path`` (resume) and
+    ``wsss_version``."""
+    from wsss.provenance import run_record as provenance_record
 
-    try:
-        wsss_version = version("wsss")
-    except PackageNotFoundError:  # a source tree that was never installed
-        wsss_version = None
-    choices = overrides = None
-    try:
-        from hydra.core.hydra_config import HydraConfig
-
-        if HydraConfig.initialized():
-            hc = HydraConfig.get()
-            choices = {k: v for k, v in OmegaConf.to_container(hc.runtime.choices).items()
-                       if k != "hydra" and not k.startswith("hydra/")}
-            for group in ("method", "dataset", "backbone", "supervision", "experiment", "preset"):
-                choices.setdefault(group, None)
-            choices = {k: (v if v is None or _group_has(k, v) else None) for k, v in choices.items()}
-            overrides = list(hc.overrides.task)
-    except ValueError:  # no Hydra context
-        pass
-    return {"schema": "wsss.run/1", "wsss_version": wsss_version, "seed": cfg.get("seed"), "choices": choices,
-            "overrides": overrides, "ckpt_path": cfg.get("ckpt_path")}
+    record = provenance_record("train", cfg.get("seed"), {
+        "labels_restrict_validation": bool(cfg.method.get("eval_with_labels", False)) if cfg.get("method") else None})
+    choices = record.get("choices")
+    if choices is not None:
+        for group in ("method", "dataset", "backbone", "supervision", "experiment", "preset"):
+            choices.setdefault(group, None)
+        record["choices"] = {k: (v if v is None or _group_has(k, v) else None) for k, v in choices.items()}
+    else:
+        record["choices"], record["overrides"] = None, None
+    record.update(ckpt_path=cfg.get("ckpt_path"), wsss_version=record["wsss"]["version"])
+    return record
 
 
-def write_run_record(cfg: DictConfig) -> Optional[Path]:
-    """``<output_dir>/run.json`` = :func:`run_record`, written (by rank 0) when ``fit`` starts, so a run that
-    fails or is killed records its recipe too. A separate file rather than a key of ``metrics.json``, which
-    exists only once validation has run."""
+def start_run_record(cfg: DictConfig):
+    """``<output_dir>/run.json`` (:class:`wsss.provenance.RunRecord`), written by rank 0 when ``fit`` starts, so a
+    run that fails or is killed records its recipe too; None on other ranks or without an output folder."""
     from pytorch_lightning.utilities.rank_zero import rank_zero_only
+
+    from wsss.provenance import RunRecord
 
     if getattr(rank_zero_only, "rank", 0) != 0 or cfg.get("paths") is None:
         return None
-    path = Path(str(cfg.paths.output_dir)) / RUN_FILE
-    path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(path, (json.dumps(run_record(cfg), indent=2) + "\n").encode())
-    return path
+    return RunRecord(Path(str(cfg.paths.output_dir)), run_record(cfg))
+
+
+def tag_wandb_runs(trainer, record: dict) -> None:
+    """W&B runs get the run record as config and the chosen method / dataset / backbone as tags."""
+    from pytorch_lightning.loggers import WandbLogger
+
+    for lg in trainer.loggers:
+        if isinstance(lg, WandbLogger):
+            lg.experiment.config.update({"wsss_run": record}, allow_val_change=True)
+            choices = record.get("choices") or {}
+            tags = [f"{k}={v}" for k, v in choices.items() if k in ("method", "dataset", "backbone", "experiment") and v]
+            lg.experiment.tags = tuple(sorted(set(lg.experiment.tags or ()) | set(tags)))
 
 
 def fit(cfg: DictConfig) -> dict:
     """Train and validate; returns the final validation metrics (rank 0). Writes ``run.json`` first
-    (:func:`write_run_record`), ``metrics.json`` last (:func:`write_metrics`)."""
+    (:func:`start_run_record`; completed with wall time, epoch and step at the end), ``metrics.json`` last
+    (:func:`write_metrics`)."""
     if cfg.get("seed_network") is not None:
         raise ValueError("this experiment is a pipeline recipe (conf/experiment/*_pipeline.yaml): run it with "
                          "python -m wsss.pipeline experiment=NAME_pipeline, not python -m wsss.train")
     check_resume_path(cfg.get("ckpt_path"))
-    write_run_record(cfg)
+    record = start_run_record(cfg)
     pl.seed_everything(cfg.seed, workers=True)
     datamodule = build_datamodule(cfg)
     model = build_method(cfg)
     trainer = build_trainer(cfg)
+    if record is not None:
+        tag_wandb_runs(trainer, record.record)
     trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
     metrics = model.last_val_metrics or {}
     if model.last_val_step != trainer.global_step or not metrics:
@@ -182,6 +185,11 @@ def fit(cfg: DictConfig) -> dict:
         metrics = model.last_val_metrics
     if trainer.is_global_zero and metrics and cfg.get("metrics_file"):
         write_metrics(cfg.metrics_file, metrics)
+    if record is not None:
+        last = Path(str(cfg.paths.output_dir)) / "checkpoints" / "last.ckpt"
+        record.finish(epoch=trainer.current_epoch, global_step=trainer.global_step,
+                      last_checkpoint=str(last) if last.is_file() else None,
+                      metrics_file=str(cfg.metrics_file) if metrics and cfg.get("metrics_file") else None)
     return metrics
 
 

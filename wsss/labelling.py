@@ -16,6 +16,7 @@ from wsss.data.layout import Layout, layout_from_config
 from wsss.metrics.confusion import confusion_matrix_np, scores_from_confusion
 from wsss.outputs import check_writable, claim_output_dir, output_dir, write_effective_config
 from wsss.postprocess.background import Background
+from wsss.provenance import RunRecord
 from wsss.postprocess.crf import CRFPreset, refine
 from wsss.reporting import (background_protocol, echo, format_table, metrics_record, named_metrics, protocol,
                             value_line, write_metrics)
@@ -225,6 +226,9 @@ def run(cfg) -> dict:
     layout = dataset_layout(cfg)
     check_root_classes(layout.root, num_classes, names, f"the config (dataset.num_classes={num_classes})")
     out_dir = output_dir(cfg)
+    check_writable(out_dir)  # the clear error first, before run.json is written there
+    record = RunRecord.start_tool(out_dir, "pseudo_label", details={
+        "scores_dir": str(cfg.scores_dir), "split": str(cfg.split), "crf": preset.name})
     res = make_pseudo_labels(layout, cfg.split, cfg.scores_dir, out_dir, preset, bg, num_classes, names,
                              workers=int(cfg.get("workers", 0)), overwrite=bool(cfg.get("overwrite", False)),
                              gt_dir=cfg.get("gt_dir"), progress=bool(cfg.get("progress", True)))
@@ -238,6 +242,7 @@ def run(cfg) -> dict:
     echo("wrote " + ", ".join(written), logger=log)
     if cfg.get("logger"):
         log_wandb(cfg.logger, res, layout, layout.split_ids(cfg.split), int(cfg.get("overlay_count", 8)))
+    record.finish(background=res["background"], images=res.get("num_images"))
     if res["num_scored"]:
         echo(value_line(f"{res['split']}/mIoU", res["mIoU"]), logger=log)
     return res

@@ -12,6 +12,7 @@ from wsss.evaluation.report import evaluation_record, format_curve, threshold_no
 from wsss.metrics.curve import resolve_thresholds
 from wsss.metrics.folders import evaluate_dir
 from wsss.outputs import check_writable, output_dir, write_effective_config
+from wsss.provenance import RunRecord
 from wsss.reporting import echo, format_table, value_line, warn
 
 log = logging.getLogger("wsss.evaluate")  # not __main__ under python -m
@@ -35,6 +36,8 @@ def run(cfg) -> dict:
     has_folder = cfg.get("out_dir") or cfg.get("paths") is not None or not cfg.get("out")
     out_dir = output_dir(cfg) if has_folder else Path(str(cfg["out"])).expanduser().parent
     check_writable(out_dir)
+    record = RunRecord.start_tool(out_dir, "evaluate", details={
+        "pred_dir": str(cfg["pred_dir"]), "gt_dir": str(gt_dir), "list": str(cfg["list"]), "type": str(cfg["type"])})
     out = Path(str(cfg["out"])).expanduser() if cfg.get("out") else out_dir / "metrics.json"
     calib, threshold = calibration_inputs(cfg, ids, thresholds), cfg.get("threshold")
     workers, progress = int(cfg.get("workers", 1)), bool(cfg.get("progress", True))
@@ -70,5 +73,6 @@ def run(cfg) -> dict:
         count = int(cfg.get("overlay_count", 8))
         grid = overlay_examples(res, ids, image_dir if image_dir.is_dir() else None, count) if count > 0 else None
         log_wandb(logger_cfg, res, written, grid)
+    record.finish(threshold=res.get("threshold"), threshold_chosen=res.get("threshold_chosen"), metrics_file=str(out))
     echo(value_line(f"{split}/mIoU", res["mIoU"]), logger=log)
     return res

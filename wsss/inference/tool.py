@@ -15,6 +15,7 @@ from wsss.inference.runner import (has_outputs, infer_images, inference_settings
 from wsss.inference.split import SplitItem, split_items
 from wsss.methods.registry import tool_owners
 from wsss.outputs import claim_output_dir, output_dir, write_effective_config
+from wsss.provenance import RunRecord, checkpoint_facts
 from wsss.reporting import (background_protocol, echo, format_table, metrics_record, named_metrics, protocol,
                             value_line, write_metrics)
 
@@ -42,6 +43,9 @@ def run(cfg: DictConfig, model=None) -> dict:
     items = split_items(cfg.dataset, str(cfg.split), model.num_classes)
     claim_output_dir(out_dir, inference_settings(cfg, model, recipe, preset), bool(cfg.overwrite),
                      has_outputs(out_dir))
+    record = RunRecord.start_tool(out_dir, "infer", details={
+        "checkpoint": checkpoint_facts(cfg.ckpt), "method": model.method_name, "split": str(cfg.split),
+        "labels_restrict_prediction": bool(recipe["pred_with_labels"])})
     todo = [it for it in items if cfg.overwrite or not all(p.is_file() for p in outputs_of(dirs, it["id"]).values())]
     log.info("%d images in split '%s', %d to do (%d done before) -> %s", len(items), cfg.split, len(todo),
              len(items) - len(todo), out_dir)
@@ -54,6 +58,7 @@ def run(cfg: DictConfig, model=None) -> dict:
     if metrics:
         written.append(str(out_dir / "metrics.json"))
     echo(f"outputs: {out_dir} (wrote {', '.join(written)})", logger=log)
+    record.finish(images=len(items), metrics_file=str(out_dir / "metrics.json") if metrics else None)
     if "pred" in metrics:
         echo(value_line(f"{cfg.split}/mIoU", metrics["pred"]["mIoU"]), logger=log)
     return metrics

@@ -22,6 +22,8 @@ from wsss.inference.data import image_pyramid
 from wsss.inference.device import autocast, pick_device
 from wsss.inference.runner import prepare_out_dirs, preset_settings, resolve_recipe, write_image_outputs
 from wsss.outputs import claim_output_dir, fingerprint, output_dir, write_effective_config
+from wsss.methods.base import WSSSModule
+from wsss.provenance import RunRecord, checkpoint_facts
 from wsss.prediction.images import UnreadableImage, find_images, output_names, read_any_image
 from wsss.reporting import echo
 from wsss.viz.overlay import blend_label, with_legend
@@ -106,6 +108,10 @@ def run(cfg, model) -> dict:
     dirs["overlay"] = out_dir / "overlay"
     claim_output_dir(out_dir, prediction_settings(cfg, model, recipe, preset, root), bool(cfg.overwrite),
                      any(next(d.rglob("*.*"), None) is not None for d in dirs.values() if d.is_dir()))
+    record = RunRecord.start_tool(out_dir, "predict", details={
+        "checkpoint": checkpoint_facts(cfg.ckpt), "method": model.method_name, "input": str(root.absolute()),
+        "labels_restrict_prediction": False,
+        "image_labels_from_classifier": type(model).image_label_probs is not WSSSModule.image_label_probs})
     todo = [f for f in files if cfg.overwrite or not is_done(dirs, names[f])]
     log.info("%d images under %s, %d to do -> %s", len(files), root, len(todo), out_dir)
     threshold = cls_threshold(model, cfg)
@@ -134,4 +140,5 @@ def run(cfg, model) -> dict:
     if unreadable:
         lines = "\n".join(f"  {p}: {why}" for p, why in sorted(unreadable.items()))
         echo(f"{len(unreadable)} files could not be read and were skipped:\n{lines}", logger=log)
+    record.finish(images=len(files), unreadable=unreadable)
     return {"written": len(todo) - len(unreadable), "skipped_done": len(files) - len(todo), "unreadable": unreadable}

@@ -11,6 +11,7 @@ from typing import List
 from omegaconf import OmegaConf
 
 from wsss.data.formats import read_split_list, write_split_list
+from wsss.provenance import RunRecord
 from wsss.reporting import echo
 from wsss.stages.commands import COMMANDS, STAGES, dataset_root, resume_args, seed_ckpt, split_calibration
 from wsss.stages.records import check_same_command, read_record, write_record, write_report
@@ -69,9 +70,14 @@ def run_stage(cfg, stage: str, run_dir: Path) -> None:
 
 def run(cfg, run_dir: Path) -> dict:
     """Every selected stage, then ``report.md`` / ``report.json`` of what the run folder holds."""
-    run_dir.mkdir(parents=True, exist_ok=True)
+    record = RunRecord.start_tool(run_dir, "pipeline", seed=cfg.get("seed"), details={"stages": selected_stages(cfg)})
     for stage in selected_stages(cfg):
-        run_stage(cfg, stage, run_dir)
+        try:
+            run_stage(cfg, stage, run_dir)
+        except Exception as exc:
+            record.finish(status="failed", failed_stage=stage, error=str(exc))
+            raise
+    record.finish()
     paths = write_report(run_dir, cfg, OmegaConf.to_yaml(cfg, resolve=True))
     echo(paths.pop("tables"), logger=log)
     echo(f"wrote {paths['md']}, {paths['json']}", logger=log)
