@@ -13,7 +13,7 @@ import pytorch_lightning as pl
 import torch
 
 from conftest import REPO, TINY_SET, compose_train_cfg, constant_background_miou
-from wsss.engine import build_datamodule, build_method, fit
+from wsss.engine import build_datamodule, build_method, fit, load_method_checkpoint
 
 
 def test_bare_cli_writes_metrics_and_checkpoint(tmp_path):
@@ -88,6 +88,25 @@ def test_cam_baseline_learns(tmp_path, synthetic_root):
     assert floor < 0.16
     assert metrics["mIoU"] > floor + 0.15, (metrics["mIoU"], floor)
     assert json.loads((tmp_path / "metrics.json").read_text())["val/mIoU"] == pytest.approx(metrics["mIoU"])
+
+
+def test_track_train_seeds_scores_the_first_training_images(tmp_path, synthetic_root):
+    """method.track_train_seeds=N: the seed mIoU of the first N training images beside val, equal to validating the
+    same model on exactly those images."""
+    from wsss.engine import build_trainer
+
+    quiet = ["trainer.enable_progress_bar=false", "dataset.num_workers=0", "dataset.batch_size=8", "logger=none"]
+    cfg = compose_train_cfg(tmp_path, synthetic_root, quiet + [
+        "trainer.max_epochs=3", "trainer.check_val_every_n_epoch=3", "method.track_train_seeds=10"])
+    fit(cfg)
+    saved = json.loads((tmp_path / "metrics.json").read_text())
+    assert 0.0 < saved["train_seeds/mIoU"] <= 1.0 and "val/mIoU" in saved
+    model = load_method_checkpoint(tmp_path / "checkpoints" / "last.ckpt")
+    check = compose_train_cfg(tmp_path / "check", synthetic_root, quiet + [
+        "dataset.val_split=train", "+dataset.limit_val_samples=10"])
+    dm = build_datamodule(check)
+    build_trainer(check, enable_progress_bar=False).validate(model, datamodule=dm, verbose=False)
+    assert model.last_val_metrics["mIoU"] == pytest.approx(saved["train_seeds/mIoU"], abs=1e-9)
 
 
 def test_bf16_mixed_trains_on_cpu(tmp_path, synthetic_root):

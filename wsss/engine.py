@@ -28,7 +28,10 @@ def build_supervision(cfg: DictConfig):
 
 
 def build_datamodule(cfg: DictConfig) -> pl.LightningDataModule:
-    return instantiate(cfg.dataset, supervision=build_supervision(cfg), _convert_="all")
+    extra = {}
+    if cfg.get("method") is not None and cfg.method.get("track_train_seeds"):  # a second validation loader
+        extra["train_seed_samples"] = int(cfg.method.track_train_seeds)
+    return instantiate(cfg.dataset, supervision=build_supervision(cfg), _convert_="all", **extra)
 
 
 def build_method(cfg: DictConfig) -> pl.LightningModule:
@@ -83,9 +86,11 @@ def load_method_checkpoint(path: str | os.PathLike, map_location: str = "cpu") -
     return cls.load_from_checkpoint(path, map_location=map_location, weights_only=False)
 
 
-def write_metrics(path: str | os.PathLike, metrics: dict) -> None:
-    """``metrics.json`` with the keys the README promises (``val/mIoU``, ``val/mIoU_seam``, ``val/IoU``)."""
+def write_metrics(path: str | os.PathLike, metrics: dict, train_seeds: Optional[dict] = None) -> None:
+    """``metrics.json`` with the keys the README promises (``val/mIoU``, ``val/mIoU_seam``, ``val/IoU``), and
+    with ``method.track_train_seeds`` the seeds' ``train_seeds/mIoU``, ``train_seeds/mIoU_seam``, ..."""
     payload = {f"val/{k}": v for k, v in metrics.items()}
+    payload.update({f"train_seeds/{k}": v for k, v in (train_seeds or {}).items()})
     atomic_write_bytes(path, json.dumps(payload, indent=2).encode())
 
 
@@ -184,7 +189,7 @@ def fit(cfg: DictConfig) -> dict:
         trainer.validate(model, datamodule=datamodule, verbose=False)
         metrics = model.last_val_metrics
     if trainer.is_global_zero and metrics and cfg.get("metrics_file"):
-        write_metrics(cfg.metrics_file, metrics)
+        write_metrics(cfg.metrics_file, metrics, getattr(model, "last_train_seed_metrics", None))
     if record is not None:
         last = Path(str(cfg.paths.output_dir)) / "checkpoints" / "last.ckpt"
         record.finish(epoch=trainer.current_epoch, global_step=trainer.global_step,

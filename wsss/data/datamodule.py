@@ -34,7 +34,8 @@ class SegmentationDataModule(pl.LightningDataModule):
                  train_masks: bool = False, pseudo_label_dir: str | None = None,
                  supervision: Optional[Callable] = None, mean: Sequence[float] = IMAGENET_MEAN,
                  std: Sequence[float] = IMAGENET_STD, limit_val_samples: int | None = None,
-                 valid_mask: bool = False, crop_size: int | None = None, flip_prob: float = 0.0):
+                 valid_mask: bool = False, crop_size: int | None = None, flip_prob: float = 0.0,
+                 train_seed_samples: int = 0, train_seed_split: str | None = None):
         super().__init__()
         self.crop_size = crop_size  # the training crop; conf/dataset/*.yaml's transform lists interpolate it
         self.root = root
@@ -55,6 +56,10 @@ class SegmentationDataModule(pl.LightningDataModule):
         self.flip_prob = flip_prob
         self.train_set: Optional[SegmentationDataset] = None
         self.val_set: Optional[SegmentationDataset] = None
+        #: method.track_train_seeds: the first N images of train_seed_split (default: train_split) with their GT,
+        #: scored like validation (a second validation loader)
+        self.train_seed_samples, self.train_seed_split = int(train_seed_samples), train_seed_split or train_split
+        self.train_seed_set: Optional[SegmentationDataset] = None
 
     def build_layout(self) -> Layout:
         """The data set's layout at ``root`` (after :meth:`prepare_data`)."""
@@ -85,6 +90,9 @@ class SegmentationDataModule(pl.LightningDataModule):
             self.val_set = self._dataset(layout, self.val_split, train=False)
             if self.limit_val_samples:
                 self.val_set.ids = self.val_set.ids[: self.limit_val_samples]
+        if stage in (None, "fit", "validate") and self.train_seed_samples and self.train_seed_set is None:
+            self.train_seed_set = self._dataset(layout, self.train_seed_split, train=False)
+            self.train_seed_set.ids = self.train_seed_set.ids[: self.train_seed_samples]
 
     def train_dataloader(self) -> DataLoader:
         return DataLoader(self.train_set, batch_size=self.batch_size, shuffle=True, drop_last=True,
@@ -92,11 +100,17 @@ class SegmentationDataModule(pl.LightningDataModule):
                                                                            pad_values=self.train_set.pad_values()),
                           persistent_workers=self.num_workers > 0, pin_memory=torch.cuda.is_available())
 
-    def val_dataloader(self) -> DataLoader:
+    def _eval_loader(self, dataset: SegmentationDataset) -> DataLoader:
         sampler = None
         if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-            sampler = UnpaddedDistributedSampler(self.val_set)
-        return DataLoader(self.val_set, batch_size=self.val_batch_size, shuffle=False, sampler=sampler,
+            sampler = UnpaddedDistributedSampler(dataset)
+        return DataLoader(dataset, batch_size=self.val_batch_size, shuffle=False, sampler=sampler,
                           num_workers=self.num_workers, collate_fn=partial(pad_collate,
-                                                                           pad_values=self.val_set.pad_values()),
+                                                                           pad_values=dataset.pad_values()),
                           persistent_workers=self.num_workers > 0)
+
+    def val_dataloader(self):
+        """The validation split; with ``train_seed_samples``, also the fixed training subset (loader 1)."""
+        if self.train_seed_set is not None:
+            return [self._eval_loader(self.val_set), self._eval_loader(self.train_seed_set)]
+        return self._eval_loader(self.val_set)

@@ -80,7 +80,7 @@ class WSSSModule(pl.LightningModule):
     def __init__(self, backbone: Mapping, num_classes: int, class_names: Sequence[str] | None = None,
                  bg: Mapping | None = None, optim: Mapping | None = None, scheduler: Mapping | None = None,
                  eval_with_labels: bool = True, log_images: int = 4, inference: Mapping | None = None,
-                 val_multiscale: bool = False):
+                 val_multiscale: bool = False, track_train_seeds: int = 0):
         super().__init__()
         self.num_classes = num_classes
         self.class_names = list(class_names) if class_names is not None else [str(i) for i in range(num_classes)]
@@ -97,6 +97,11 @@ class WSSSModule(pl.LightningModule):
         self.val_multiscale = bool(val_multiscale)
         self.backbone = build_backbone(**dict(backbone))
         self.val_iou = SegmentationIoU(num_classes, self.class_names)
+        #: seed mIoU on the first N training images at every validation (the number WSSS papers report);
+        #: engine.build_datamodule gives the datamodule a second validation loader for them
+        self.track_train_seeds = int(track_train_seeds)
+        self.train_seed_iou = SegmentationIoU(num_classes, self.class_names) if self.track_train_seeds else None
+        self.last_train_seed_metrics: Dict[str, object] = {}
         self.last_val_metrics: Dict[str, object] = {}
         #: the global step ``last_val_metrics`` were computed at (``engine.fit`` validates again if it is stale)
         self.last_val_step: Optional[int] = None
@@ -189,8 +194,11 @@ class WSSSModule(pl.LightningModule):
             scores = restrict_to_labels(scores, batch["cls"])
         return scores.argmax(dim=1)
 
-    def validation_step(self, batch: dict, batch_idx: int) -> None:
+    def validation_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> None:
         pred = self.predict_labels(batch)
+        if dataloader_idx == 1:  # the training images of track_train_seeds
+            self.train_seed_iou.update(pred, batch["mask"])
+            return
         self.val_iou.update(pred, batch["mask"])
         if len(self._val_examples) < self.log_images and self.global_rank == 0:
             self._val_examples.append({"image": batch["image"][0].detach().cpu(), "gt": batch["mask"][0].cpu(),
@@ -209,6 +217,12 @@ class WSSSModule(pl.LightningModule):
         for name, iou in result["IoU"].items():
             if iou is not None:
                 self.log(f"val/IoU/{name}", iou, sync_dist=False)
+        if self.train_seed_iou is not None and int(self.train_seed_iou.confmat.sum()) > 0:
+            seeds = self.train_seed_iou.compute()
+            self.train_seed_iou.reset()
+            self.last_train_seed_metrics = seeds
+            self.log("train_seeds/mIoU", seeds["mIoU"], prog_bar=True, sync_dist=False, rank_zero_only=False)
+            self.log("train_seeds/mIoU_seam", seeds["mIoU_seam"], sync_dist=False)
 
     # ----- optimisation -------------------------------------------------------------------
     def param_groups(self) -> List[dict]:

@@ -148,13 +148,13 @@ class SPMLModule(WSSSModule):
                  weights: Optional[str] = None,
                  inference: Mapping | None = None, test_crop_size: Union[int, Sequence[int]] = 512,
                  test_stride: Union[int, Sequence[int]] = 512, test_image_size: int = 0,
-                 sync_prototypes: bool = True, val_multiscale: bool = False,
+                 sync_prototypes: bool = True, val_multiscale: bool = False, track_train_seeds: int = 0,
                  retrieval_memory: Optional[str] = None, retrieval_num_clusters: Sequence[int] = (12, 12),
                  retrieval_top_k: int = 20):
         super().__init__(backbone=backbone, num_classes=num_classes, class_names=class_names,
                          bg=bg or {"rule": "learned"}, optim=optim, scheduler=scheduler,
                          eval_with_labels=eval_with_labels, log_images=log_images, inference=inference,
-                         val_multiscale=val_multiscale)
+                         val_multiscale=val_multiscale, track_train_seeds=track_train_seeds)
         self.save_hyperparameters(ignore=["weights"])
         self.head = build_embedding_head(head, self.backbone.out_channels, embedding_dim, head_channels)
         self.classifier = softmax_classifier(embedding_dim, num_classes, dropout)
