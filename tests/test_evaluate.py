@@ -439,3 +439,30 @@ def test_cli_prints_calibrated_oracle_and_gap(tmp_path):
     assert proc.stdout.strip().splitlines()[-1] == f"report/mIoU={c['mIoU']:.4f}"
     run = json.loads((tmp_path / "hydra" / "run.json").read_text())  # the run folder, beside config.yaml
     assert run["tool"] == "evaluate" and run["status"] == "done" and run["details"]["threshold_chosen"] == "calibrated"
+
+
+def test_overlays_rank_images_by_their_own_miou(data, tmp_path):
+    """overlays=N: per_image_iou.csv worst first, each value the image's mIoU computed by hand; N worst and N
+    best panels (image, GT, score maps, prediction) on disk."""
+    from wsss.evaluation.examples import image_miou
+    from wsss.metrics.folders import predict_npy
+
+    root, ids, gt_dir, npy_dir, _ = data
+    run(_cfg(pred_dir=str(npy_dir), gt_dir=str(gt_dir), list=str(root / "list.txt"), type="npy", threshold=0.25,
+             out=str(tmp_path / "m.json"), out_dir=str(tmp_path), overlays=2))
+    rows = (tmp_path / "per_image_iou.csv").read_text().splitlines()
+    assert rows[0] == "rank,id,mIoU" and len(rows) == len(ids) + 1
+    values = [float(r.split(",")[2]) for r in rows[1:]]
+    assert values == sorted(values)
+    name = rows[1].split(",")[1]
+    gt = np.asarray(Image.open(gt_dir / f"{name}.png"))
+    pred = predict_npy(npy_dir / f"{name}.npy", gt, N, 0.25)
+    keep = gt != 255
+    ious = [np.sum((gt[keep] == c) & (pred[keep] == c)) / np.sum((gt[keep] == c) | (pred[keep] == c))
+            for c in set(np.unique(gt[keep])) | set(np.unique(pred[keep]))]
+    assert values[0] == pytest.approx(float(np.mean(ious)), abs=1e-6) == pytest.approx(image_miou(gt, pred), abs=1e-6)
+    panels = sorted(p.name for p in (tmp_path / "overlays").iterdir())
+    assert panels == sorted([f"worst_01_{rows[1].split(',')[1]}.png", f"worst_02_{rows[2].split(',')[1]}.png",
+                             f"best_01_{rows[-1].split(',')[1]}.png", f"best_02_{rows[-2].split(',')[1]}.png"])
+    panel = Image.open(tmp_path / "overlays" / panels[0])
+    assert panel.mode == "RGB" and panel.width > 3 * 150  # image, GT, at least one score map, prediction

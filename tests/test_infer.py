@@ -162,6 +162,19 @@ def test_crf_preset_in_worker_processes_matches_refine_on_the_stored_scores(tmp_
         assert np.array_equal(read_label_png(out / "crf" / f"img{i}.png"), expected)
 
 
+def test_overlays_show_the_worst_and_best_images_with_their_crf(tmp_path, mixed_root, cam_model):
+    from wsss.evaluation.examples import image_miou
+
+    out = tmp_path / "out"
+    run(infer_cfg(mixed_root, out, "crf=seam", "workers=0", "scales=[1.0]", "flip=false", "overlays=1"), cam_model)
+    rows = [r.split(",") for r in (out / "per_image_iou.csv").read_text().splitlines()[1:]]
+    assert len(rows) == len(SIZES) and [float(r[2]) for r in rows] == sorted(float(r[2]) for r in rows)
+    worst = rows[0][1]
+    gt = read_label_png(mixed_root / "SegmentationClass" / f"{worst}.png")
+    assert float(rows[0][2]) == pytest.approx(image_miou(gt, read_label_png(out / "pred" / f"{worst}.png")), abs=1e-6)
+    assert {p.name for p in (out / "overlays").iterdir()} == {f"worst_01_{worst}.png", f"best_01_{rows[-1][1]}.png"}
+
+
 def test_cli_on_a_trained_checkpoint_then_evaluate_reads_the_scores(tmp_path, synthetic_root):
     from wsss.engine import fit
 

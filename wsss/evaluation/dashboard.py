@@ -33,7 +33,8 @@ def overlay_examples(res: dict, ids: Sequence[str], image_dir: Path | None, coun
     return overlay_grid(images, gts, preds, max_rows=count)
 
 
-def log_wandb(logger_cfg, res: dict, written: Dict[str, str], grid: np.ndarray | None) -> None:
+def log_wandb(logger_cfg, res: dict, written: Dict[str, str], grid: np.ndarray | None,
+              examples: dict | None = None) -> None:
     """Curve, per-class table, summary and overlays to the W&B run of ``logger=wandb``."""
     from hydra.utils import instantiate
     from pytorch_lightning.loggers import WandbLogger
@@ -63,6 +64,11 @@ def log_wandb(logger_cfg, res: dict, written: Dict[str, str], grid: np.ndarray |
         payload[f"{split}/best_threshold"] = c["best"]["threshold"]
     if grid is not None:
         payload[f"{split}/overlays"] = wandb.Image(grid, caption="image | GT | prediction")
+    for tag in ("worst", "best"):  # overlays=N: the panels written to OUT/overlays
+        shown = [wandb.Image(panel, caption=f"{tag}: {name}") for t, name, _, panel in (examples or {}).get("panels", [])
+                 if t == tag]
+        if shown:
+            payload[f"{split}/{tag}_images"] = shown
     run.log(payload)
     for key in ("mIoU", "mIoU_seam", "threshold"):
         if res.get(key) is not None:

@@ -7,6 +7,7 @@ from pathlib import Path
 from wsss.classes import check_class_names_file, class_config
 from wsss.data.formats import read_split_list
 from wsss.evaluation.calibration import calibrate, calibrated_result, calibration_inputs, format_calibration
+from wsss.evaluation.examples import write_examples
 from wsss.evaluation.dashboard import log_wandb, overlay_examples
 from wsss.evaluation.report import evaluation_record, format_curve, threshold_note, write_outputs
 from wsss.metrics.curve import resolve_thresholds
@@ -64,6 +65,15 @@ def run(cfg) -> dict:
     effective = {"out_dir": str(out_dir), "out": str(out), "curve_thresholds": thresholds, "split": split,
                  "dataset.num_classes": num_classes, "dataset.class_names": names,
                  "threshold": res.get("threshold") if res["type"] == "npy" else None}
+    examples = None
+    if int(cfg.get("overlays") or 0) > 0:
+        image_dir = Path(str(cfg.get("image_dir") or gt_dir.parent / "JPEGImages"))
+        examples = write_examples(out_dir, ids, Path(str(cfg["pred_dir"])), gt_dir, str(cfg["type"]), num_classes,
+                                  names, int(cfg.overlays), res.get("threshold"),
+                                  image_of={i: image_dir / f"{i}.jpg" for i in ids},
+                                  scores_dir=Path(str(cfg["pred_dir"])) if cfg["type"] == "npy" else None)
+        written["per_image"] = examples["csv"]
+        written["overlays"] = str(out_dir / "overlays")
     written["config"] = str(write_effective_config(out_dir, cfg, effective))
     echo("wrote " + ", ".join(written.values()), logger=log)
     logger_cfg = cfg.get("logger")
@@ -72,7 +82,7 @@ def run(cfg) -> dict:
         image_dir = Path(image_dir) if image_dir else gt_dir.parent / "JPEGImages"
         count = int(cfg.get("overlay_count", 8))
         grid = overlay_examples(res, ids, image_dir if image_dir.is_dir() else None, count) if count > 0 else None
-        log_wandb(logger_cfg, res, written, grid)
+        log_wandb(logger_cfg, res, written, grid, examples)
     record.finish(threshold=res.get("threshold"), threshold_chosen=res.get("threshold_chosen"), metrics_file=str(out))
     echo(value_line(f"{split}/mIoU", res["mIoU"]), logger=log)
     return res

@@ -100,4 +100,11 @@ def report(cfg, items: List[SplitItem], dirs: Dict[str, Path], model, out_dir: P
                             class_names=model.class_names, inputs={"ckpt": cfg.ckpt, "gt_dir": gt_dir},
                             details=details)
     write_metrics(out_dir / "metrics.json", record)
+    if int(cfg.get("overlays") or 0) > 0:
+        from wsss.evaluation.examples import write_examples
+
+        examples = write_examples(out_dir, ids, dirs["pred"], gt_dir, "png", model.num_classes, model.class_names,
+                                  int(cfg.overlays), image_of={it["id"]: Path(it["image"]) for it in items},
+                                  scores_dir=dirs["scores"], crf_dir=dirs.get("crf"))
+        echo(f"per-image mIoU: {examples['csv']}; worst / best panels: {out_dir / 'overlays'}", logger=log)
     return metrics
