@@ -35,8 +35,8 @@ import logging
 import hydra
 from omegaconf import DictConfig
 
+from wsss.inference.loading import run_with_model
 from wsss.inference.tool import run
-from wsss.outputs import log_errors
 from wsss.paths import config_dir
 
 log = logging.getLogger("wsss.infer")
@@ -45,11 +45,7 @@ __all__ = ["main", "run"]
 
 @hydra.main(version_base="1.3", config_path=config_dir(), config_name="infer")
 def main(cfg: DictConfig) -> float:
-    from wsss.inference.loading import model_from_cli
-
-    with log_errors(log):
-        cfg, model = model_from_cli(cfg, "infer")
-        metrics = run(cfg, model)
+    metrics = run_with_model(cfg, "infer", run, log)
     return float(metrics["pred"]["mIoU"]) if "pred" in metrics else float("nan")
 
 

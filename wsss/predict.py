@@ -13,7 +13,7 @@ import sys
 import hydra
 from omegaconf import DictConfig
 
-from wsss.outputs import log_errors
+from wsss.inference.loading import run_with_model
 from wsss.paths import config_dir
 from wsss.prediction.tool import run
 
@@ -23,12 +23,7 @@ __all__ = ["main", "run"]
 
 @hydra.main(version_base="1.3", config_path=config_dir(), config_name="predict")
 def main(cfg: DictConfig) -> None:
-    from wsss.inference.loading import model_from_cli
-
-    with log_errors(log):
-        cfg, model = model_from_cli(cfg, "predict")
-        result = run(cfg, model)
-    if result["unreadable"]:
+    if run_with_model(cfg, "predict", run, log)["unreadable"]:
         sys.exit(2)
 
 

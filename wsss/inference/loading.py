@@ -113,3 +113,13 @@ def model_from_cli(cfg, config_name: str):
     cfg = official_recipe_cfg(cfg, config_name)
     method_choice = HydraConfig.get().runtime.choices.get("method")
     return cfg, load_for_inference(cfg, Path(str(cfg.ckpt)).expanduser(), method_choice)
+
+
+def run_with_model(cfg, config_name: str, run, log):
+    """The body of every entry point that scores with a model (infer, predict): the model
+    from the command line (:func:`model_from_cli`), then ``run(cfg, model)``, a failure's traceback in the log."""
+    from wsss.outputs import log_errors
+
+    with log_errors(log):
+        cfg, model = model_from_cli(cfg, config_name)
+        return run(cfg, model)
