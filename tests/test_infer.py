@@ -175,6 +175,23 @@ def test_overlays_show_the_worst_and_best_images_with_their_crf(tmp_path, mixed_
     assert {p.name for p in (out / "overlays").iterdir()} == {f"worst_01_{worst}.png", f"best_01_{rows[-1][1]}.png"}
 
 
+def test_wandb_run_gets_metrics_panels_and_the_run_record(tmp_path, mixed_root, cam_model, monkeypatch):
+    pytest.importorskip("wandb")
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    cfg = infer_cfg(mixed_root, tmp_path / "out", "scales=[1.0]", "flip=false", "overlays=1", "logger=wandb")
+    with open_dict(cfg):
+        cfg.paths.output_dir = str(tmp_path / "out")
+        cfg.logger.wandb.save_dir = str(tmp_path)
+    run(cfg, cam_model)
+    runs = list((tmp_path / "wandb").glob("offline-run-*"))
+    assert len(runs) == 1
+    media = {p.name.rsplit("_", 2)[0] for p in (runs[0] / "files" / "media").rglob("*.*")}
+    assert {"worst_images", "best_images", "per_class"} <= media  # the panels on disk, in W&B too
+    logged = next(runs[0].glob("run-*.wandb")).read_bytes()  # offline: config and tags live in the run file
+    assert b"wsss_run" in logged and b"tool=infer" in logged and b"method=cam" in logged
+
+
 def test_cli_on_a_trained_checkpoint_then_evaluate_reads_the_scores(tmp_path, synthetic_root):
     from wsss.engine import fit
 

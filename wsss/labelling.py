@@ -173,27 +173,22 @@ def labelling_record(res: dict) -> dict:
                           details=details)
 
 
-def log_wandb(logger_cfg, res: dict, layout: Layout, ids: Sequence[str], count: int) -> None:
+def log_wandb(logger_cfg, res: dict, layout: Layout, ids: Sequence[str], count: int,
+              record: Optional[dict] = None) -> None:
     """Per-class table and an image / GT / pseudo-label grid to the W&B run of ``logger=wandb``."""
-    from hydra.utils import instantiate
-    from pytorch_lightning.loggers import WandbLogger
+    from wsss.tool_wandb import open_run, per_class_table
 
-    loggers = [instantiate(c) for c in (logger_cfg or {}).values() if c is not None]
-    wandb_loggers = [lg for lg in loggers if isinstance(lg, WandbLogger)]
-    if not wandb_loggers:
+    run = open_run(logger_cfg, record, [f"split={res['split']}"])
+    if run is None:
         return
     import wandb
 
     from wsss.viz.overlay import overlay_grid
 
-    run = wandb_loggers[0].experiment
     payload: Dict[str, object] = {}
     if res["num_scored"]:
-        table = wandb.Table(columns=["class", "IoU", "IoU_seam", "precision", "recall"])
-        for n in res["class_names"]:
-            table.add_data(n, res["IoU"][n], res["IoU_seam"][n], res["precision"][n], res["recall"][n])
         split = res["split"]
-        payload.update({f"{split}/per_class": table, f"{split}/mIoU": res["mIoU"],
+        payload.update({f"{split}/per_class": per_class_table(res), f"{split}/mIoU": res["mIoU"],
                         f"{split}/mIoU_seam": res["mIoU_seam"]})
         run.summary[f"{split}/mIoU"] = res["mIoU"]
         run.summary[f"{split}/mIoU_seam"] = res["mIoU_seam"]
@@ -240,9 +235,10 @@ def run(cfg) -> dict:
     if res["num_scored"]:
         written.append(str(write_metrics(out_dir / "metrics.json", labelling_record(res))))
     echo("wrote " + ", ".join(written), logger=log)
-    if cfg.get("logger"):
-        log_wandb(cfg.logger, res, layout, layout.split_ids(cfg.split), int(cfg.get("overlay_count", 8)))
     record.finish(background=res["background"], images=res.get("num_images"))
+    if cfg.get("logger"):
+        log_wandb(cfg.logger, res, layout, layout.split_ids(cfg.split), int(cfg.get("overlay_count", 8)),
+                  record.record)
     if res["num_scored"]:
         echo(value_line(f"{res['split']}/mIoU", res["mIoU"]), logger=log)
     return res

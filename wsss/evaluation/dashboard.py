@@ -34,24 +34,18 @@ def overlay_examples(res: dict, ids: Sequence[str], image_dir: Path | None, coun
 
 
 def log_wandb(logger_cfg, res: dict, written: Dict[str, str], grid: np.ndarray | None,
-              examples: dict | None = None) -> None:
-    """Curve, per-class table, summary and overlays to the W&B run of ``logger=wandb``."""
-    from hydra.utils import instantiate
-    from pytorch_lightning.loggers import WandbLogger
+              examples: dict | None = None, record: dict | None = None) -> None:
+    """Curve, per-class table, summary, overlays and worst / best panels to the W&B run of ``logger=wandb``."""
+    from wsss.tool_wandb import open_run, panel_images, per_class_table
 
-    loggers = [instantiate(c) for c in (logger_cfg or {}).values() if c is not None]
-    wandb_loggers = [lg for lg in loggers if isinstance(lg, WandbLogger)]
-    if not wandb_loggers:
+    run = open_run(logger_cfg, record, [f"split={res['split']}"])
+    if run is None:
         return
     import wandb
 
-    run = wandb_loggers[0].experiment
-    table = wandb.Table(columns=["class", "IoU", "IoU_seam", "precision", "recall"])
-    for name in res["class_names"]:
-        table.add_data(name, res["IoU"][name], res["IoU_seam"][name], res["precision"][name], res["recall"][name])
     split = res["split"]
     payload = {f"{split}/mIoU": res["mIoU"], f"{split}/mIoU_seam": res["mIoU_seam"],
-               f"{split}/pixel_acc": res["pixel_acc"], f"{split}/per_class": table}
+               f"{split}/pixel_acc": res["pixel_acc"], f"{split}/per_class": per_class_table(res)}
     if "curve" in res:
         c = res["curve"]
         curve_table = wandb.Table(columns=["threshold", "mIoU_seam", "mIoU"],
@@ -64,11 +58,7 @@ def log_wandb(logger_cfg, res: dict, written: Dict[str, str], grid: np.ndarray |
         payload[f"{split}/best_threshold"] = c["best"]["threshold"]
     if grid is not None:
         payload[f"{split}/overlays"] = wandb.Image(grid, caption="image | GT | prediction")
-    for tag in ("worst", "best"):  # overlays=N: the panels written to OUT/overlays
-        shown = [wandb.Image(panel, caption=f"{tag}: {name}") for t, name, _, panel in (examples or {}).get("panels", [])
-                 if t == tag]
-        if shown:
-            payload[f"{split}/{tag}_images"] = shown
+    payload.update({f"{split}/{k}": v for k, v in panel_images(examples).items()})  # overlays=N
     run.log(payload)
     for key in ("mIoU", "mIoU_seam", "threshold"):
         if res.get(key) is not None:

@@ -76,13 +76,13 @@ def run(cfg) -> dict:
         written["overlays"] = str(out_dir / "overlays")
     written["config"] = str(write_effective_config(out_dir, cfg, effective))
     echo("wrote " + ", ".join(written.values()), logger=log)
+    record.finish(threshold=res.get("threshold"), threshold_chosen=res.get("threshold_chosen"), metrics_file=str(out))
     logger_cfg = cfg.get("logger")
     if logger_cfg:
         image_dir = cfg.get("image_dir")
         image_dir = Path(image_dir) if image_dir else gt_dir.parent / "JPEGImages"
         count = int(cfg.get("overlay_count", 8))
         grid = overlay_examples(res, ids, image_dir if image_dir.is_dir() else None, count) if count > 0 else None
-        log_wandb(logger_cfg, res, written, grid, examples)
-    record.finish(threshold=res.get("threshold"), threshold_chosen=res.get("threshold_chosen"), metrics_file=str(out))
+        log_wandb(logger_cfg, res, written, grid, examples, record.record)
     echo(value_line(f"{split}/mIoU", res["mIoU"]), logger=log)
     return res

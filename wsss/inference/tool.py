@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Dict, List
+from typing import Dict, List, Optional
 
 from omegaconf import DictConfig
 
@@ -54,11 +54,13 @@ def run(cfg: DictConfig, model=None) -> dict:
                                                                     "pred_with_labels")},
                  "crf": {"name": preset.name, **preset_settings(preset)}, "bg": dict(model.bg)}
     written = [str(write_effective_config(out_dir, cfg, effective))]
-    metrics = report(cfg, items, dirs, model, out_dir, recipe, preset)
+    metrics, examples = report(cfg, items, dirs, model, out_dir, recipe, preset)
     if metrics:
         written.append(str(out_dir / "metrics.json"))
     echo(f"outputs: {out_dir} (wrote {', '.join(written)})", logger=log)
     record.finish(images=len(items), metrics_file=str(out_dir / "metrics.json") if metrics else None)
+    if cfg.get("logger"):
+        log_wandb(cfg.logger, str(cfg.split), metrics, model.class_names, record.record, examples)
     if "pred" in metrics:
         echo(value_line(f"{cfg.split}/mIoU", metrics["pred"]["mIoU"]), logger=log)
     return metrics
@@ -70,10 +72,10 @@ def report(cfg, items: List[SplitItem], dirs: Dict[str, Path], model, out_dir: P
 
     if not items or any(it["gt"] is None for it in items):
         echo("no GT masks for every image of the split: mIoU not computed", logger=log)
-        return {}
+        return {}, None
     gt_dirs = {Path(it["gt"]).parent for it in items}
     if len(gt_dirs) != 1:
-        return {}
+        return {}, None
     gt_dir, ids, split = gt_dirs.pop(), [it["id"] for it in items], str(cfg.split)
     metrics, named = {}, {}
     for kind in ("pred", "crf"):
@@ -100,6 +102,7 @@ def report(cfg, items: List[SplitItem], dirs: Dict[str, Path], model, out_dir: P
                             class_names=model.class_names, inputs={"ckpt": cfg.ckpt, "gt_dir": gt_dir},
                             details=details)
     write_metrics(out_dir / "metrics.json", record)
+    examples = None
     if int(cfg.get("overlays") or 0) > 0:
         from wsss.evaluation.examples import write_examples
 
@@ -107,4 +110,24 @@ def report(cfg, items: List[SplitItem], dirs: Dict[str, Path], model, out_dir: P
                                   int(cfg.overlays), image_of={it["id"]: Path(it["image"]) for it in items},
                                   scores_dir=dirs["scores"], crf_dir=dirs.get("crf"))
         echo(f"per-image mIoU: {examples['csv']}; worst / best panels: {out_dir / 'overlays'}", logger=log)
-    return metrics
+    return metrics, examples
+
+
+def log_wandb(logger_cfg, split: str, metrics: dict, class_names, record: dict, examples: Optional[dict]) -> None:
+    """Metrics, per-class tables (pred and crf) and the overlays=N panels to the W&B run of ``logger=wandb``."""
+    from wsss.tool_wandb import open_run, panel_images, per_class_table
+
+    run = open_run(logger_cfg, record, [f"split={split}", f"method={record['details'].get('method')}"])
+    if run is None:
+        return
+    import wandb
+
+    payload = {}
+    for kind, m in metrics.items():
+        prefix = split if kind == "pred" else f"{split}/crf"
+        payload.update({f"{prefix}/mIoU": m["mIoU"], f"{prefix}/mIoU_seam": m["mIoU_seam"],
+                        f"{prefix}/per_class": per_class_table({**m, "class_names": list(class_names)})})
+        run.summary[f"{prefix}/mIoU"] = m["mIoU"]
+    payload.update({f"{split}/{k}": v for k, v in panel_images(examples).items()})
+    run.log(payload)
+    wandb.finish()
