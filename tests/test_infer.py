@@ -192,6 +192,29 @@ def test_wandb_run_gets_metrics_panels_and_the_run_record(tmp_path, mixed_root, 
     assert b"wsss_run" in logged and b"tool=infer" in logged and b"method=cam" in logged
 
 
+def test_compact_scores_are_small_and_read_everywhere(tmp_path, mixed_root, cam_model):
+    """scores_format=npz16: float16 maps in a compressed .npz; evaluate's curve reads them within 1e-3 of the .npy."""
+    from wsss.metrics.folders import evaluate_dir
+
+    full, compact = tmp_path / "npy", tmp_path / "npz"
+    run(infer_cfg(mixed_root, full, "scales=[1.0]", "flip=false", "classes=all"), cam_model)
+    run(infer_cfg(mixed_root, compact, "scales=[1.0]", "flip=false", "classes=all", "scores_format=npz16"), cam_model)
+    npy = sorted((full / "scores").glob("*.npy"))
+    npz = sorted((compact / "scores").glob("*.npz"))
+    assert [p.stem for p in npy] == [p.stem for p in npz] and not list((compact / "scores").glob("*.npy"))
+    ratio = sum(p.stat().st_size for p in npz) / sum(p.stat().st_size for p in npy)
+    assert ratio < 0.5, ratio  # float16 halves; compression of smooth maps takes more
+    for a, b in zip(npy, npz):
+        x, y = load_score_dict(a), load_score_dict(b)
+        assert sorted(x) == sorted(y) and all(np.abs(x[k] - y[k]).max() < 1e-3 for k in x)
+    ids = [p.stem for p in npy]
+    curve = [t / 20 for t in range(1, 15)]
+    res = [evaluate_dir(d / "scores", mixed_root / "SegmentationClass", ids, "npy", 6, curve_thresholds=curve)
+           for d in (full, compact)]
+    assert abs(res[0]["curve"]["best"]["mIoU_seam"] - res[1]["curve"]["best"]["mIoU_seam"]) < 1e-3
+    assert json.loads((compact / "settings.json").read_text())["scores_format"] == "npz16"
+
+
 def test_cli_on_a_trained_checkpoint_then_evaluate_reads_the_scores(tmp_path, synthetic_root):
     from wsss.engine import fit
 

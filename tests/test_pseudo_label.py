@@ -229,3 +229,18 @@ def test_wandb_offline_logs_table_and_overlays(tmp_path, synthetic_root, scores_
     assert media, "no offline W&B run written"
     assert list(media[0].glob("images/val/overlays_*.png"))
     assert list(media[0].glob("table/val/per_class_*.table.json"))
+
+
+def test_compact_scores_give_the_same_labels(tmp_path, synthetic_root, scores_dir):
+    """npz16 score files (wsss.infer scores_format=npz16) label like the .npy dicts they came from."""
+    from wsss.data.formats import load_score_dict, save_score_dict
+
+    compact = tmp_path / "npz"
+    for path in sorted(scores_dir.glob("*.npy")):
+        save_score_dict(compact / path.name, load_score_dict(path), "npz16")
+    a = run(_cfg(tmp_path / "a", synthetic_root, scores_dir, "split=val", f"out_dir={tmp_path / 'A'}"))
+    b = run(_cfg(tmp_path / "b", synthetic_root, compact, "split=val", f"out_dir={tmp_path / 'B'}"))
+    assert abs(a["mIoU"] - b["mIoU"]) < 1e-3
+    same = [np.mean(read_label_png(tmp_path / "A" / f"{i}.png") == read_label_png(tmp_path / "B" / f"{i}.png"))
+            for i in _ids(synthetic_root, "val")]
+    assert min(same) > 0.99

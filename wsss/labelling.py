@@ -11,7 +11,7 @@ import numpy as np
 
 from wsss.classes import FIX as CLASSES_FIX
 from wsss.classes import check_root_classes, class_config
-from wsss.data.formats import load_score_dict, read_image, read_label_png, write_label_png
+from wsss.data.formats import load_score_dict, read_image, read_label_png, score_file, write_label_png
 from wsss.data.layout import Layout, layout_from_config
 from wsss.metrics.confusion import confusion_matrix_np, scores_from_confusion
 from wsss.outputs import check_writable, claim_output_dir, output_dir, write_effective_config
@@ -73,7 +73,7 @@ def check_scores(scores_dir: Path, ids: Sequence[str]) -> None:
     if not scores_dir.is_dir():
         raise FileNotFoundError(f"scores_dir {scores_dir} is not a directory; pass scores_dir=<folder of ID.npy "
                                 "score dicts> (what `python -m wsss.infer` writes under OUT/scores)")
-    missing = [i for i in ids if not (scores_dir / f"{i}.npy").is_file()]
+    missing = [i for i in ids if not score_file(scores_dir, i).is_file()]
     if missing:
         shown = ", ".join(str(scores_dir / f"{i}.npy") for i in missing[:5])
         more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
@@ -118,7 +118,7 @@ def make_pseudo_labels(layout: Layout, split: str, scores_dir, out_dir, preset: 
     tasks = []
     for i in ids:
         gt = gt_folder / f"{i}.png"
-        tasks.append({"id": i, "image": str(layout.image_path(i)), "scores": str(scores_dir / f"{i}.npy"),
+        tasks.append({"id": i, "image": str(layout.image_path(i)), "scores": str(score_file(scores_dir, i)),
                       "out": str(out_dir / f"{i}.png"), "gt": str(gt) if gt.is_file() else None,
                       "preset": preset, "bg": bg, "num_classes": num_classes, "overwrite": overwrite})
     conf = np.zeros((num_classes, num_classes), np.int64)

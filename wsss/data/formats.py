@@ -8,6 +8,7 @@ Every writer is atomic (temp file + rename) so killed jobs leave no half files.
 from __future__ import annotations
 
 import functools
+import io
 import os
 import pickle
 import tempfile
@@ -142,22 +143,51 @@ def save_pickled_dict(path: str | os.PathLike, payload: dict) -> None:
             tmp.unlink()
 
 
-def save_score_dict(path: str | os.PathLike, scores: Mapping[int, np.ndarray]) -> None:
-    """Write ``{fg class index (0-based): float32 HxW}`` with ``np.save`` like the seed repos."""
-    payload = {int(k): np.asarray(v, dtype=np.float32) for k, v in scores.items()}
-    save_pickled_dict(path, payload)
+#: score-file formats: the seed repos' pickled float32 dict, or float16 maps in a compressed .npz (COCO-sized runs)
+SCORE_FORMATS = {"npy": ".npy", "npz16": ".npz"}
+
+
+def save_score_dict(path: str | os.PathLike, scores: Mapping[int, np.ndarray], fmt: str = "npy") -> None:
+    """Write ``{fg class index (0-based): HxW}``: ``npy`` with ``np.save`` of a float32 dict like the seed repos;
+    ``npz16`` as float16 arrays named by class index in a compressed ``.npz`` (``path``'s suffix is replaced)."""
+    if fmt == "npy":
+        save_pickled_dict(path, {int(k): np.asarray(v, dtype=np.float32) for k, v in scores.items()})
+        return
+    if fmt != "npz16":
+        raise ValueError(f"scores_format={fmt!r}; use one of {sorted(SCORE_FORMATS)}")
+    buf = io.BytesIO()
+    np.savez_compressed(buf, **{str(int(k)): np.asarray(v, dtype=np.float16) for k, v in scores.items()})
+    atomic_write_bytes(Path(path).with_suffix(".npz"), buf.getvalue())
+
+
+def score_file(folder: str | os.PathLike, image_id: str) -> Path:
+    """``folder/ID.npy``, or ``folder/ID.npz`` when only that exists (either format reads the same)."""
+    npy = Path(folder) / f"{image_id}.npy"
+    npz = npy.with_suffix(".npz")
+    return npz if not npy.is_file() and npz.is_file() else npy
+
+
+def _load_npz(path: Path) -> dict:
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            return {key: data[key] for key in data.files}
+    except Exception as exc:
+        raise DataFormatError(f"{path}: not a compressed score file ({exc})") from exc
 
 
 def load_score_dict(path: str | os.PathLike, shape: tuple[int, int] | None = None,
                     num_fg: int | None = None) -> Dict[int, np.ndarray]:
-    """Read a SEAM-style score ``.npy`` (a pickled dict); validate keys and map sizes."""
+    """Read a SEAM-style score ``.npy`` (a pickled dict) or an ``npz16`` file; validate keys and map sizes."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"score file not found: {path}")
-    try:
-        obj = np.load(path, allow_pickle=True)
-    except Exception as exc:
-        raise DataFormatError(f"{path}: not a numpy file ({exc})") from exc
+    if path.suffix == ".npz":
+        obj = _load_npz(path)
+    else:
+        try:
+            obj = np.load(path, allow_pickle=True)
+        except Exception as exc:
+            raise DataFormatError(f"{path}: not a numpy file ({exc})") from exc
     if isinstance(obj, np.ndarray) and obj.dtype == object and obj.shape == ():
         obj = obj.item()
     if not isinstance(obj, dict):

@@ -6,7 +6,7 @@ from typing import Dict, Sequence
 
 import numpy as np
 
-from wsss.data.formats import read_image
+from wsss.data.formats import read_image, score_file
 from wsss.metrics.folders import predict_npy, read_gt, read_png_prediction
 
 
@@ -21,7 +21,7 @@ def overlay_examples(res: dict, ids: Sequence[str], image_dir: Path | None, coun
         if res["type"] == "png":
             pred = read_png_prediction(pred_dir / f"{name}.png", gt, n)
         else:
-            pred = predict_npy(pred_dir / f"{name}.npy", gt, n, res["threshold"])
+            pred = predict_npy(score_file(pred_dir, name), gt, n, res["threshold"])
         img = None
         if image_dir is not None and (image_dir / f"{name}.jpg").is_file():
             img = read_image(image_dir / f"{name}.jpg")

@@ -15,7 +15,8 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 from PIL import Image
 
-from wsss.data.formats import IGNORE_INDEX, atomic_write_bytes, load_score_dict, read_image, read_label_png
+from wsss.data.formats import (IGNORE_INDEX, atomic_write_bytes, load_score_dict, read_image, read_label_png,
+                               score_file)
 from wsss.metrics.folders import predict_npy, read_gt, read_png_prediction
 
 MAX_HEATMAPS = 3
@@ -37,7 +38,7 @@ def _prediction(pred_dir: Path, name: str, gt: np.ndarray, kind: str, num_classe
                 threshold: Optional[float]) -> np.ndarray:
     if kind == "png":
         return read_png_prediction(pred_dir / f"{name}.png", gt, num_classes)
-    return predict_npy(pred_dir / f"{name}.npy", gt, num_classes, threshold)
+    return predict_npy(score_file(pred_dir, name), gt, num_classes, threshold)
 
 
 def rank_images(pred_dir: Path, gt_dir: Path, ids: Sequence[str], kind: str, num_classes: int,
@@ -88,7 +89,7 @@ def write_examples(out_dir: Path, ids: Sequence[str], pred_dir: Path, gt_dir: Pa
         crf = None
         if crf_dir is not None and (Path(crf_dir) / f"{name}.png").is_file():
             crf = read_label_png(Path(crf_dir) / f"{name}.png")
-        scores_file = Path(scores_dir) / f"{name}.npy" if scores_dir is not None else None
+        scores_file = score_file(scores_dir, name) if scores_dir is not None else None
         heat = dict(list(_heatmaps(scores_file, gt, pred).items())[:MAX_HEATMAPS])
         panel = image_panel(name, image, gt, pred, class_names, crf=crf, heatmaps=heat, score=score)
         target = Path(out_dir) / "overlays" / f"{tag}_{k + 1:02d}_{name}.png"

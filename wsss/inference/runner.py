@@ -12,7 +12,7 @@ from typing import Dict, List, Optional
 import numpy as np
 import torch
 
-from wsss.data.formats import read_image, save_score_dict, write_label_png
+from wsss.data.formats import SCORE_FORMATS, read_image, save_score_dict, write_label_png
 from wsss.inference.device import autocast
 from wsss.methods.registry import tool_owners
 from wsss.postprocess.background import RULE_KEYS
@@ -44,11 +44,13 @@ def inference_settings(cfg, model, recipe: dict, preset) -> dict:
     """What determines the files of ``wsss.infer`` (``settings.json``); a rerun resumes only when it is equal.
 
     Left out: batch size and worker counts (bit-identical outputs), device and ``channels_last`` (1e-6).
-    ``output`` is recorded only when it is not the seed output (earlier runs' settings stay equal).
+    ``output`` and ``scores_format`` are recorded only when not the default (earlier runs' settings stay equal).
     """
     output = model.output_spec(cfg.get("output")).name
+    fmt = str(cfg.get("scores_format") or "npy")
     return {"tool": "infer", "ckpt": fingerprint(cfg.ckpt), "method": model.method_name,
             **({"output": output} if output != model.seed_output else {}),
+            **({"scores_format": fmt} if fmt != "npy" else {}),
             "split": str(cfg.split), "dataset_root": str(Path(str(cfg.dataset.root)).expanduser().absolute()),
             "num_classes": int(model.num_classes), "class_names": list(model.class_names),
             **{k: recipe[k] for k in RECIPE_KEYS}, "aggregation": model.score_aggregation,
@@ -67,8 +69,10 @@ def prepare_out_dirs(out_dir: Path, with_crf: bool) -> Dict[str, Path]:
     return dirs
 
 
-def outputs_of(dirs: Dict[str, Path], image_id: str) -> Dict[str, Path]:
-    return {k: d / f"{image_id}.{'npy' if k == 'scores' else 'png'}" for k, d in dirs.items()}
+def outputs_of(dirs: Dict[str, Path], image_id: str, scores_format: str = "npy") -> Dict[str, Path]:
+    """Each output file of ``image_id`` (``scores/ID.npy``, or ``.npz`` for ``scores_format=npz16``)."""
+    ext = SCORE_FORMATS[scores_format]
+    return {k: d / f"{image_id}{ext if k == 'scores' else '.png'}" for k, d in dirs.items()}
 
 
 def has_outputs(out_dir: Path) -> bool:
@@ -104,7 +108,7 @@ def write_image_outputs(model, recipe: dict, name: str, label, agg: torch.Tensor
     ``output`` (None: the seed output)."""
     keys = stored_classes(label, recipe["classes"], fg.shape[0])
     if "scores" in paths:  # wsss.predict stores them only with save_scores=true
-        save_score_dict(paths["scores"], {k: fg[k] for k in keys})
+        save_score_dict(paths["scores"], {k: fg[k] for k in keys}, "npz16" if paths["scores"].suffix == ".npz" else "npy")
     full = model.finalize_scores(agg[None], output)[0].float()
     if recipe["pred_with_labels"] and label is not None:
         from wsss.methods.cam_ops import restrict_to_labels
@@ -136,6 +140,7 @@ def infer_images(model, todo: list, recipe: dict, preset, dirs: Dict[str, Path],
     if not todo:
         return
     output = cfg.get("output")
+    scores_format = str(cfg.get("scores_format") or "npy")
     rule = model.background
     bg = None if rule.learned else rule
     crf = BackgroundJobs(crf_job, int(cfg.workers)) if preset.enabled else None
@@ -157,7 +162,8 @@ def infer_images(model, todo: list, recipe: dict, preset, dirs: Dict[str, Path],
                 fg = model.foreground_scores(agg, output).float().cpu().numpy()
                 for i, name in enumerate(batch["name"]):
                     write_image_outputs(model, recipe, name, batch["cls"][i], agg[i], fg[i],
-                                        outputs_of(dirs, name), crf, dict(crf_task, image=image_of[name]), output)
+                                        outputs_of(dirs, name, scores_format), crf, dict(crf_task, image=image_of[name]),
+                                        output)
                 bar.update(len(batch["name"]))
     finally:
         if crf is not None:

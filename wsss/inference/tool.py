@@ -9,6 +9,7 @@ from typing import Dict, List, Optional
 from omegaconf import DictConfig
 
 from wsss.classes import check_model_classes
+from wsss.data.formats import SCORE_FORMATS
 from wsss.inference.device import pick_device
 from wsss.inference.runner import (has_outputs, infer_images, inference_settings, outputs_of,
                                    prepare_out_dirs, preset_settings, resolve_recipe)
@@ -46,7 +47,10 @@ def run(cfg: DictConfig, model=None) -> dict:
     record = RunRecord.start_tool(out_dir, "infer", details={
         "checkpoint": checkpoint_facts(cfg.ckpt), "method": model.method_name, "split": str(cfg.split),
         "labels_restrict_prediction": bool(recipe["pred_with_labels"])})
-    todo = [it for it in items if cfg.overwrite or not all(p.is_file() for p in outputs_of(dirs, it["id"]).values())]
+    fmt = str(cfg.get("scores_format") or "npy")
+    if fmt not in SCORE_FORMATS:
+        raise ValueError(f"scores_format={fmt}; use one of {sorted(SCORE_FORMATS)}")
+    todo = [it for it in items if cfg.overwrite or not all(p.is_file() for p in outputs_of(dirs, it["id"], fmt).values())]
     log.info("%d images in split '%s', %d to do (%d done before) -> %s", len(items), cfg.split, len(todo),
              len(items) - len(todo), out_dir)
     infer_images(model, todo, recipe, preset, dirs, device, cfg)

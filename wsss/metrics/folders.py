@@ -13,7 +13,7 @@ from typing import Dict, List, Sequence
 
 import numpy as np
 
-from wsss.data.formats import IGNORE_INDEX, DataFormatError, load_score_dict, read_label_png
+from wsss.data.formats import IGNORE_INDEX, DataFormatError, load_score_dict, read_label_png, score_file
 from wsss.metrics.confusion import scores_from_confusion
 from wsss.metrics.curve import ThresholdCurve, best_foreground, best_threshold_index, edge_warning
 from wsss.workers import map_tasks
@@ -70,7 +70,7 @@ def _npy_counts(job) -> np.ndarray:
     curve = ThresholdCurve(thresholds, num_classes)
     for name in ids:
         gt = read_gt(Path(gt_dir) / f"{name}.png", num_classes)
-        curve.update(gt, *read_npy_prediction(Path(pred_dir) / f"{name}.npy", gt, num_classes))
+        curve.update(gt, *read_npy_prediction(score_file(pred_dir, name), gt, num_classes))
     return curve.counts
 
 
@@ -91,7 +91,9 @@ def check_inputs(pred_dir: Path, gt_dir: Path, ids: Sequence[str], ext: str) -> 
         if not folder.is_dir():
             raise FileNotFoundError(f"{label} {folder} is not a directory")
     for label, folder, suffix in (("prediction", pred_dir, ext), ("GT", gt_dir, ".png")):
-        missing = [i for i in ids if not (folder / f"{i}{suffix}").is_file()]
+        exists = (lambda i: score_file(folder, i).is_file()) if suffix == ".npy" else \
+            (lambda i, f=folder, s=suffix: (f / f"{i}{s}").is_file())  # score dicts: .npy or npz16's .npz
+        missing = [i for i in ids if not exists(i)]
         if missing:
             shown = ", ".join(str(folder / f"{i}{suffix}") for i in missing[:5])
             more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
