@@ -31,6 +31,10 @@ def prepare_threshold_lists(cfg, run_dir: Path) -> None:
     """``calib.txt`` (the first ``calib_size`` ids of the data root's ``threshold.split`` list) and
     ``<split>.txt`` (the other ids, which report the seed number) of the threshold stage."""
     list_file = dataset_root(run_dir) / "ImageSets" / "Segmentation" / f"{cfg.threshold.split}.txt"
+    if not list_file.is_file() and cfg.dataset.name == "voc":  # a VOC root without its lists: wsss's copies
+        from wsss.data.voc import packaged_voc12_file
+
+        list_file = packaged_voc12_file(f"{cfg.threshold.split}.txt")
     ids = read_split_list(list_file)
     calib, report = split_calibration(ids, int(cfg.threshold.calib_size), list_file)
     write_split_list(run_dir / "threshold" / "calib.txt", calib)
