@@ -381,3 +381,32 @@ def test_densepose_layout_split_and_gt(tmp_path):
         gt = read_label_png(root / "segcls" / "densepose" / "gray" / f"{image_id}.png")
         present = sorted(int(k) - 1 for k in np.unique(gt) if 0 < k < 15)
         assert sorted(load_score_dict(tmp_path / "out" / "scores" / f"{image_id}.npy")) == present
+
+
+@pytest.mark.slow
+def test_torchrun_shards_images_and_equals_one_process(tmp_path, mixed_root, cam_ckpt):
+    """`torchrun --nproc_per_node=2 -m wsss.infer`: each rank its share, the same files as one process (scores to
+    1e-5), and rank 0's metrics over every file equal one process's."""
+    args = [f"ckpt={cam_ckpt}", f"dataset.root={mixed_root}", "dataset.packaged_lists=false", "split=val",
+            "loader_workers=0", "workers=1", "device=cpu", "progress=false", "scales=[1.0,0.5]", "crf=seam"]
+    one = subprocess.run([sys.executable, "-m", "wsss.infer", f"out_dir={tmp_path / 'one'}", *args], cwd=tmp_path,
+                         capture_output=True, text=True, timeout=300)
+    assert one.returncode == 0, one.stderr[-3000:]
+    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29547",
+                          "-m", "wsss.infer", f"out_dir={tmp_path / 'two'}", *args], cwd=tmp_path,
+                         capture_output=True, text=True, timeout=600)
+    assert two.returncode == 0, two.stderr[-3000:]
+    assert "rank 1 of 2" in two.stdout + two.stderr
+    for kind in ("scores", "pred", "crf"):
+        files = sorted(p.name for p in (tmp_path / "one" / kind).iterdir())
+        assert files and files == sorted(p.name for p in (tmp_path / "two" / kind).iterdir()), kind
+    for name in files:
+        stem = name[:-4]
+        a, b = (load_score_dict(tmp_path / d / "scores" / f"{stem}.npy") for d in ("one", "two"))
+        assert sorted(a) == sorted(b) and all(np.abs(a[k] - b[k]).max() < 1e-5 for k in a)
+        for kind in ("pred", "crf"):
+            assert np.array_equal(read_label_png(tmp_path / "one" / kind / name),
+                                  read_label_png(tmp_path / "two" / kind / name))
+    m1, m2 = (json.loads((tmp_path / d / "metrics.json").read_text()) for d in ("one", "two"))
+    assert m1["val/mIoU"] == m2["val/mIoU"] and m1["val/crf/mIoU"] == m2["val/crf/mIoU"]
+    assert json.loads((tmp_path / "two" / "run.json").read_text())["details"]["ranks"] == 2

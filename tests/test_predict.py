@@ -133,3 +133,18 @@ def test_labels_come_from_the_models_classifier(tmp_path, folder, cam_ckpt, monk
     cfg.out_dir, cfg.overwrite = str(tmp_path / "p"), True
     run(cfg, model)
     assert len(load_score_dict(tmp_path / "p" / "scores" / "x.npy")) == 1  # none passed: the likeliest is kept
+
+
+@pytest.mark.slow
+def test_torchrun_shards_the_folder_and_equals_one_process(tmp_path, folder, cam_ckpt):
+    one = run_cli(cam_ckpt, folder, tmp_path / "one")
+    two = subprocess.run([python_exe(), "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29559",
+                          "-m", "wsss.predict", f"ckpt={cam_ckpt}", f"input={folder}", f"out_dir={tmp_path / 'two'}",
+                          "device=cpu", "progress=false", "workers=0"], capture_output=True, text=True, timeout=600)
+    assert one.returncode == 2 and two.returncode != 0  # the corrupt file: every rank exits 2
+    assert "1 files could not be read" in two.stdout and "broken.jpg" in two.stdout
+    preds = sorted(p.relative_to(tmp_path / "one") for p in (tmp_path / "one" / "pred").rglob("*.png"))
+    assert preds == sorted(p.relative_to(tmp_path / "two") for p in (tmp_path / "two" / "pred").rglob("*.png"))
+    for rel in preds:
+        assert np.array_equal(np.asarray(Image.open(tmp_path / "one" / rel)), np.asarray(Image.open(tmp_path / "two" / rel)))
+    assert json.loads((tmp_path / "two" / "run.json").read_text())["details"]["ranks"] == 2

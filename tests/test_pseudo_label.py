@@ -244,3 +244,21 @@ def test_compact_scores_give_the_same_labels(tmp_path, synthetic_root, scores_di
     same = [np.mean(read_label_png(tmp_path / "A" / f"{i}.png") == read_label_png(tmp_path / "B" / f"{i}.png"))
             for i in _ids(synthetic_root, "val")]
     assert min(same) > 0.99
+
+
+@pytest.mark.slow
+def test_torchrun_shards_the_labels_and_equals_one_process(tmp_path, synthetic_root, scores_dir):
+    args = [f"scores_dir={scores_dir}", f"dataset.root={synthetic_root}", "dataset.synthetic=null", "split=val",
+            "progress=false", "workers=0", "crf=seam"]
+    one = subprocess.run([sys.executable, "-m", "wsss.pseudo_label", f"out_dir={tmp_path / 'one'}", *args],
+                         cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert one.returncode == 0, one.stderr[-3000:]
+    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29553",
+                          "-m", "wsss.pseudo_label", f"out_dir={tmp_path / 'two'}", *args], cwd=tmp_path,
+                         capture_output=True, text=True, timeout=600)
+    assert two.returncode == 0, two.stderr[-3000:]
+    ids = _ids(synthetic_root, "val")
+    for i in ids:
+        assert np.array_equal(read_label_png(tmp_path / "one" / f"{i}.png"), read_label_png(tmp_path / "two" / f"{i}.png"))
+    m1, m2 = (json.loads((tmp_path / d / "metrics.json").read_text()) for d in ("one", "two"))
+    assert m1["val/mIoU"] == m2["val/mIoU"] and m1["details"]["confusion"] == m2["details"]["confusion"]

@@ -13,6 +13,7 @@ from wsss.classes import FIX as CLASSES_FIX
 from wsss.classes import check_root_classes, class_config
 from wsss.data.formats import load_score_dict, read_image, read_label_png, score_file, write_label_png
 from wsss.data.layout import Layout, layout_from_config
+from wsss.distributed import barrier, is_main, shard, sum_over_ranks
 from wsss.metrics.confusion import confusion_matrix_np, scores_from_confusion
 from wsss.outputs import check_writable, claim_output_dir, output_dir, write_effective_config
 from wsss.postprocess.background import Background
@@ -110,13 +111,14 @@ def make_pseudo_labels(layout: Layout, split: str, scores_dir, out_dir, preset: 
     ids = layout.split_ids(split)
     check_scores(scores_dir, ids)
     check_writable(out_dir)
-    if record_settings:
+    if record_settings and is_main():
         has_outputs = any((out_dir / f"{i}.png").is_file() for i in ids)
         claim_output_dir(out_dir, labelling_settings(layout, split, scores_dir, preset, bg, num_classes,
                                                      class_names), overwrite, has_outputs)
+    barrier()  # under torchrun: settings claimed before any rank writes; each rank labels its share below
     gt_folder = layout.mask_dir(split, gt_dir)
     tasks = []
-    for i in ids:
+    for i in shard(ids):
         gt = gt_folder / f"{i}.png"
         tasks.append({"id": i, "image": str(layout.image_path(i)), "scores": str(score_file(scores_dir, i)),
                       "out": str(out_dir / f"{i}.png"), "gt": str(gt) if gt.is_file() else None,
@@ -129,6 +131,8 @@ def make_pseudo_labels(layout: Layout, split: str, scores_dir, out_dir, preset: 
         if c is not None:
             conf += c
             scored += 1
+    conf, totals = sum_over_ranks(conf, [counts["written"], counts["kept"], scored])  # exact: summed counts
+    counts["written"], counts["kept"], scored = totals
     rule = background_summary(preset, bg)
     res: Dict[str, object] = {"split": split, "scores_dir": str(scores_dir), "out_dir": str(out_dir),
                               "num_images": len(ids), "written": counts["written"], "kept": counts["kept"],
@@ -222,11 +226,13 @@ def run(cfg) -> dict:
     check_root_classes(layout.root, num_classes, names, f"the config (dataset.num_classes={num_classes})")
     out_dir = output_dir(cfg)
     check_writable(out_dir)  # the clear error first, before run.json is written there
-    record = RunRecord.start_tool(out_dir, "pseudo_label", details={
+    record = None if not is_main() else RunRecord.start_tool(out_dir, "pseudo_label", details={
         "scores_dir": str(cfg.scores_dir), "split": str(cfg.split), "crf": preset.name})
     res = make_pseudo_labels(layout, cfg.split, cfg.scores_dir, out_dir, preset, bg, num_classes, names,
                              workers=int(cfg.get("workers", 0)), overwrite=bool(cfg.get("overwrite", False)),
                              gt_dir=cfg.get("gt_dir"), progress=bool(cfg.get("progress", True)))
+    if not is_main():  # under torchrun: rank 0 alone reports and writes the records
+        return res
     echo(format_report(res), logger=log)
     written = [str(write_effective_config(out_dir, cfg, {"out_dir": str(out_dir), "bg": {
         k: res["background"][k] for k in ("rule", "threshold", "alpha")},

@@ -10,6 +10,7 @@ from omegaconf import DictConfig
 
 from wsss.classes import check_model_classes
 from wsss.data.formats import SCORE_FORMATS
+from wsss.distributed import barrier, local_device, shard, world
 from wsss.inference.device import pick_device
 from wsss.inference.runner import (has_outputs, infer_images, inference_settings, outputs_of,
                                    prepare_out_dirs, preset_settings, resolve_recipe)
@@ -31,7 +32,7 @@ def run(cfg: DictConfig, model=None) -> dict:
         if cfg.get(key):
             model.use_tool(key, str(cfg[key]))
     check_model_classes(cfg.dataset, model.num_classes, model.class_names)
-    device = pick_device(str(cfg.device))
+    device = pick_device(local_device(str(cfg.device)))
     model = model.to(device).eval()
     if cfg.get("channels_last"):
         import torch
@@ -42,18 +43,25 @@ def run(cfg: DictConfig, model=None) -> dict:
     out_dir = output_dir(cfg)
     dirs = prepare_out_dirs(out_dir, preset.enabled)
     items = split_items(cfg.dataset, str(cfg.split), model.num_classes)
-    claim_output_dir(out_dir, inference_settings(cfg, model, recipe, preset), bool(cfg.overwrite),
-                     has_outputs(out_dir))
-    record = RunRecord.start_tool(out_dir, "infer", details={
-        "checkpoint": checkpoint_facts(cfg.ckpt), "method": model.method_name, "split": str(cfg.split),
-        "labels_restrict_prediction": bool(recipe["pred_with_labels"])})
     fmt = str(cfg.get("scores_format") or "npy")
     if fmt not in SCORE_FORMATS:
         raise ValueError(f"scores_format={fmt}; use one of {sorted(SCORE_FORMATS)}")
-    todo = [it for it in items if cfg.overwrite or not all(p.is_file() for p in outputs_of(dirs, it["id"], fmt).values())]
-    log.info("%d images in split '%s', %d to do (%d done before) -> %s", len(items), cfg.split, len(todo),
-             len(items) - len(todo), out_dir)
+    rank, ranks = world()  # under torchrun: every rank its share of the images, rank 0 the records and metrics
+    if rank == 0:
+        claim_output_dir(out_dir, inference_settings(cfg, model, recipe, preset), bool(cfg.overwrite),
+                         has_outputs(out_dir))
+    barrier()  # the settings are claimed (or refused) before any rank writes an image
+    record = RunRecord.start_tool(out_dir, "infer", details={
+        "checkpoint": checkpoint_facts(cfg.ckpt), "method": model.method_name, "split": str(cfg.split),
+        "labels_restrict_prediction": bool(recipe["pred_with_labels"]), "ranks": ranks}) if rank == 0 else None
+    todo = [it for it in shard(items)
+            if cfg.overwrite or not all(p.is_file() for p in outputs_of(dirs, it["id"], fmt).values())]
+    log.info("%d images in split '%s'%s, %d to do -> %s", len(items), cfg.split,
+             f" (rank {rank} of {ranks}: every {ranks}th)" if ranks > 1 else "", len(todo), out_dir)
     infer_images(model, todo, recipe, preset, dirs, device, cfg)
+    barrier()  # every rank's files are written: rank 0 scores the whole folder
+    if rank != 0:
+        return {}
     effective = {"out_dir": str(out_dir), **{k: recipe[k] for k in ("scales", "flip", "resize", "classes",
                                                                     "pred_with_labels")},
                  "crf": {"name": preset.name, **preset_settings(preset)}, "bg": dict(model.bg)}

@@ -22,6 +22,7 @@ from wsss.inference.data import image_pyramid
 from wsss.inference.device import autocast, pick_device
 from wsss.inference.runner import prepare_out_dirs, preset_settings, resolve_recipe, write_image_outputs
 from wsss.outputs import claim_output_dir, fingerprint, output_dir, write_effective_config
+from wsss.distributed import barrier, local_device, merge_dicts, shard, world
 from wsss.methods.base import WSSSModule
 from wsss.provenance import RunRecord, checkpoint_facts
 from wsss.prediction.images import UnreadableImage, find_images, output_names, read_any_image
@@ -97,7 +98,7 @@ def run(cfg, model) -> dict:
     if not files:
         raise FileNotFoundError(f"input={root}: no image files (jpg, jpeg, png, bmp, webp, tif; any case)")
     names = output_names(root, files)
-    device = pick_device(str(cfg.device))
+    device = pick_device(local_device(str(cfg.device)))
     model = model.to(device).eval()
     recipe = resolve_recipe(model, cfg)
     preset = CRFPreset.from_config(cfg.crf) if cfg.get("crf") is not None else load_preset(recipe["crf"])
@@ -106,13 +107,17 @@ def run(cfg, model) -> dict:
     if not cfg.save_scores:
         dirs.pop("scores")
     dirs["overlay"] = out_dir / "overlay"
-    claim_output_dir(out_dir, prediction_settings(cfg, model, recipe, preset, root), bool(cfg.overwrite),
-                     any(next(d.rglob("*.*"), None) is not None for d in dirs.values() if d.is_dir()))
-    record = RunRecord.start_tool(out_dir, "predict", details={
+    rank, ranks = world()  # under torchrun: every rank its share of the files, rank 0 the records
+    if rank == 0:
+        claim_output_dir(out_dir, prediction_settings(cfg, model, recipe, preset, root), bool(cfg.overwrite),
+                         any(next(d.rglob("*.*"), None) is not None for d in dirs.values() if d.is_dir()))
+    barrier()
+    record = None if rank else RunRecord.start_tool(out_dir, "predict", details={
         "checkpoint": checkpoint_facts(cfg.ckpt), "method": model.method_name, "input": str(root.absolute()),
         "labels_restrict_prediction": False,
         "image_labels_from_classifier": type(model).image_label_probs is not WSSSModule.image_label_probs})
-    todo = [f for f in files if cfg.overwrite or not is_done(dirs, names[f])]
+    mine = shard(files)
+    todo = [f for f in mine if cfg.overwrite or not is_done(dirs, names[f])]
     log.info("%d images under %s, %d to do -> %s", len(files), root, len(todo), out_dir)
     threshold = cls_threshold(model, cfg)
     crf = BackgroundJobs(crf_job, int(cfg.workers)) if preset.enabled else None
@@ -131,14 +136,22 @@ def run(cfg, model) -> dict:
     finally:
         if crf is not None:
             crf.close()
-    written = [str(write_effective_config(out_dir, cfg, {"out_dir": str(out_dir), "cls_threshold": threshold,
-                                                         **{k: recipe[k] for k in ("scales", "flip", "resize")},
-                                                         "crf": {"name": preset.name, **preset_settings(preset)}}))]
-    echo(f"predicted {len(todo) - len(unreadable)} images ({len(files) - len(todo)} done before) -> {out_dir} "
-         f"(pred/, overlay/{', scores/' if cfg.save_scores else ''}{', crf/' if crf else ''}; wrote "
-         f"{', '.join(written)})", logger=log)
+    result = {"written": len(todo) - len(unreadable), "skipped_done": len(mine) - len(todo),
+              "unreadable": merge_dicts(unreadable)}  # every rank's, so every rank exits 2 alike
+    if rank:
+        barrier()  # leave once rank 0 has written the records
+        return result
+    unreadable = result["unreadable"]
     if unreadable:
         lines = "\n".join(f"  {p}: {why}" for p, why in sorted(unreadable.items()))
         echo(f"{len(unreadable)} files could not be read and were skipped:\n{lines}", logger=log)
-    record.finish(images=len(files), unreadable=unreadable)
-    return {"written": len(todo) - len(unreadable), "skipped_done": len(files) - len(todo), "unreadable": unreadable}
+    written = [str(write_effective_config(out_dir, cfg, {"out_dir": str(out_dir), "cls_threshold": threshold,
+                                                         **{k: recipe[k] for k in ("scales", "flip", "resize")},
+                                                         "crf": {"name": preset.name, **preset_settings(preset)}}))]
+    share = f" (rank 0's share of {ranks})" if ranks > 1 else ""
+    echo(f"predicted {result['written']} images{share} ({result['skipped_done']} done before) -> {out_dir} "
+         f"(pred/, overlay/{', scores/' if cfg.save_scores else ''}{', crf/' if crf else ''}; wrote "
+         f"{', '.join(written)})", logger=log)
+    record.finish(images=len(files), unreadable=unreadable, ranks=ranks)
+    barrier()
+    return result
