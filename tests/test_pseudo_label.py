@@ -262,3 +262,38 @@ def test_torchrun_shards_the_labels_and_equals_one_process(tmp_path, synthetic_r
         assert np.array_equal(read_label_png(tmp_path / "one" / f"{i}.png"), read_label_png(tmp_path / "two" / f"{i}.png"))
     m1, m2 = (json.loads((tmp_path / d / "metrics.json").read_text()) for d in ("one", "two"))
     assert m1["val/mIoU"] == m2["val/mIoU"] and m1["details"]["confusion"] == m2["details"]["confusion"]
+
+
+def test_fused_labels_equal_infer_then_pseudo_label_and_write_no_scores(tmp_path, synthetic_root):
+    """pseudo_label ckpt=CKPT (fused) gives the labels and metrics of wsss.infer followed by pseudo_label
+    scores_dir=..., and writes no score map."""
+    import pytorch_lightning as pl
+    import torch
+
+    from wsss.methods.cam import CAMModule
+
+    torch.manual_seed(0)
+    names = ["background", "aeroplane", "bicycle", "bird", "boat", "bottle"]
+    model = CAMModule(backbone={"name": "tiny"}, num_classes=6, class_names=names)
+    ckpt = tmp_path / "cam.ckpt"
+    torch.save({"state_dict": model.state_dict(), "hyper_parameters": dict(model.hparams),
+                "pytorch-lightning_version": pl.__version__,
+                "wsss": {"method": "cam", "target": "wsss.methods.cam.CAMModule"}}, ckpt)
+    common = [f"dataset.root={synthetic_root}", "split=val", "progress=false", "device=cpu", "loader_workers=0",
+              "scales=[1.0,0.5]", "flip=true"]
+    label = ["dataset.synthetic=null", "crf=seam", "bg.threshold=0.3", "workers=0"]
+
+    def cli(*args):
+        proc = subprocess.run([sys.executable, "-m", *args], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+
+    cli("wsss.infer", f"ckpt={ckpt}", f"out_dir={tmp_path / 'scores'}", "crf=none", "workers=0", *common)
+    cli("wsss.pseudo_label", f"scores_dir={tmp_path / 'scores' / 'scores'}", f"out_dir={tmp_path / 'two_step'}",
+        f"dataset.root={synthetic_root}", "split=val", "progress=false", *label)
+    cli("wsss.pseudo_label", f"ckpt={ckpt}", f"out_dir={tmp_path / 'fused'}", *common, *label)
+    for i in _ids(synthetic_root, "val"):
+        assert np.array_equal(read_label_png(tmp_path / "two_step" / f"{i}.png"),
+                              read_label_png(tmp_path / "fused" / f"{i}.png")), i
+    m1, m2 = (json.loads((tmp_path / d / "metrics.json").read_text()) for d in ("two_step", "fused"))
+    assert m1["val/mIoU"] == m2["val/mIoU"]
+    assert not list((tmp_path / "fused").rglob("*.npy")) and not list((tmp_path / "fused").rglob("*.npz"))

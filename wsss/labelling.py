@@ -13,7 +13,8 @@ from wsss.classes import FIX as CLASSES_FIX
 from wsss.classes import check_root_classes, class_config
 from wsss.data.formats import load_score_dict, read_image, read_label_png, score_file, write_label_png
 from wsss.data.layout import Layout, layout_from_config
-from wsss.distributed import barrier, is_main, shard, sum_over_ranks
+from wsss.distributed import barrier, is_main, local_device, shard, sum_over_ranks
+from wsss.inference.runner import infer_images
 from wsss.metrics.confusion import confusion_matrix_np, scores_from_confusion
 from wsss.outputs import check_writable, claim_output_dir, output_dir, write_effective_config
 from wsss.postprocess.background import Background
@@ -43,20 +44,20 @@ def label_one(task: dict) -> tuple:
     else:
         image = read_image(task["image"])
         shape = image.shape[:2]
-        scores = load_score_dict(task["scores"], shape=shape)
+        scores = task["scores"] if isinstance(task["scores"], dict) else load_score_dict(task["scores"], shape=shape)
         keys = sorted(scores)
         num_fg = task["num_classes"] - 1
         if keys and not 0 <= keys[0] <= keys[-1] < num_fg:
-            raise ValueError(f"{task['scores']}: class index {keys[-1] if keys[-1] >= num_fg else keys[0]} but the "
+            raise ValueError(f"{task.get('where', task['scores'])}: class index {keys[-1] if keys[-1] >= num_fg else keys[0]} but the "
                              f"config has {task['num_classes']} classes (indices 0..{num_fg - 1}); the scores were "
                              f"made for another data set: {CLASSES_FIX}")
         fg = np.stack([scores[k] for k in keys]) if keys else np.zeros((0,) + shape, np.float32)
         if not np.isfinite(fg).all():
-            raise ValueError(f"{task['scores']}: score maps contain NaN or inf; re-run inference")
+            raise ValueError(f"{task.get('where', task['scores'])}: score maps contain NaN or inf; re-run inference")
         try:
             label = refine(image, fg, keys, task["preset"], task["bg"], task["num_classes"])
         except ValueError as exc:
-            raise ValueError(f"{task['scores']}: {exc}") from exc
+            raise ValueError(f"{task.get('where', task['scores'])}: {exc}") from exc
         write_label_png(out, label)
         status = "written"
     conf = None
@@ -123,19 +124,27 @@ def make_pseudo_labels(layout: Layout, split: str, scores_dir, out_dir, preset: 
         tasks.append({"id": i, "image": str(layout.image_path(i)), "scores": str(score_file(scores_dir, i)),
                       "out": str(out_dir / f"{i}.png"), "gt": str(gt) if gt.is_file() else None,
                       "preset": preset, "bg": bg, "num_classes": num_classes, "overwrite": overwrite})
+    results = map_tasks(label_one, tasks, workers, progress, "pseudo_label", ordered=False)
+    return labelling_result(results, split, str(scores_dir), out_dir, len(ids), preset, bg, gt_folder,
+                            num_classes, class_names)
+
+
+def labelling_result(results, split: str, source: str, out_dir: Path, num_images: int, preset: CRFPreset,
+                     bg: Optional[Background], gt_folder: Path, num_classes: int, class_names: Sequence[str]) -> dict:
+    """Counts and, with GT, metrics of :func:`label_one`'s results, summed over torchrun ranks (exact)."""
     conf = np.zeros((num_classes, num_classes), np.int64)
     counts = {"written": 0, "kept": 0}
     scored = 0
-    for _, status, c in map_tasks(label_one, tasks, workers, progress, "pseudo_label", ordered=False):
+    for _, status, c in results:
         counts[status] += 1
         if c is not None:
             conf += c
             scored += 1
-    conf, totals = sum_over_ranks(conf, [counts["written"], counts["kept"], scored])  # exact: summed counts
+    conf, totals = sum_over_ranks(conf, [counts["written"], counts["kept"], scored])
     counts["written"], counts["kept"], scored = totals
     rule = background_summary(preset, bg)
-    res: Dict[str, object] = {"split": split, "scores_dir": str(scores_dir), "out_dir": str(out_dir),
-                              "num_images": len(ids), "written": counts["written"], "kept": counts["kept"],
+    res: Dict[str, object] = {"split": split, "scores_dir": source, "out_dir": str(out_dir),
+                              "num_images": num_images, "written": counts["written"], "kept": counts["kept"],
                               "crf": preset.name, "background": rule, "gt_dir": str(gt_folder),
                               "num_scored": scored, "num_classes": num_classes, "class_names": list(class_names)}
     if scored:
@@ -143,6 +152,59 @@ def make_pseudo_labels(layout: Layout, split: str, scores_dir, out_dir, preset: 
         res["confusion"] = conf.tolist()
         res["threshold"] = rule["threshold"]
     return res
+
+
+def fused_pseudo_labels(model, cfg, layout: Layout, out_dir: Path, preset: CRFPreset, bg: Optional[Background],
+                        num_classes: int, class_names: Sequence[str]) -> dict:
+    """``ckpt=`` instead of ``scores_dir=``: inference and labelling image by image, no score maps written.
+
+    Each image's scores are what ``wsss.infer`` would store (the method's inference recipe, its stored classes),
+    handed to :func:`label_one` in memory, so the labels equal the two-step path's."""
+    from wsss.inference.device import pick_device
+    from wsss.inference.runner import resolve_recipe, stored_classes
+    from wsss.inference.split import split_items
+    from wsss.outputs import fingerprint
+    from wsss.workers import BackgroundJobs
+
+    split, overwrite = str(cfg.split), bool(cfg.get("overwrite", False))
+    device = pick_device(local_device(str(cfg.device)))
+    model = model.to(device).eval()
+    recipe = resolve_recipe(model, cfg)
+    items = split_items(cfg.dataset, split, num_classes)
+    if is_main():
+        settings = labelling_settings(layout, split, "(fused)", preset, bg, num_classes, class_names)
+        settings.update(scores_dir=None, ckpt=fingerprint(cfg.ckpt),
+                        inference={k: recipe[k] for k in ("scales", "flip", "resize", "classes")})
+        claim_output_dir(out_dir, settings, overwrite, any((out_dir / f"{it['id']}.png").is_file() for it in items))
+    barrier()
+    gt_folder = layout.mask_dir(split, cfg.get("gt_dir"))
+    mine = shard(items)
+
+    def task(it: dict, scores) -> dict:
+        gt = gt_folder / f"{it['id']}.png"
+        return {"id": it["id"], "image": str(it["image"]), "scores": scores, "where": f"{cfg.ckpt} on {it['id']}",
+                "out": str(out_dir / f"{it['id']}.png"), "gt": str(gt) if gt.is_file() else None, "preset": preset,
+                "bg": bg, "num_classes": num_classes, "overwrite": overwrite}
+
+    jobs = BackgroundJobs(label_one, int(cfg.get("workers", 0)))
+    todo = []
+    for it in mine:
+        if not overwrite and (out_dir / f"{it['id']}.png").is_file():
+            jobs.submit(task(it, None))  # kept: scored against its GT, not recomputed
+        else:
+            todo.append(it)
+    by_id = {it["id"]: it for it in todo}
+
+    def on_image(name, label, fg):
+        keys = stored_classes(label, recipe["classes"], fg.shape[0])
+        jobs.submit(task(by_id[name], {k: fg[k] for k in keys}))
+
+    try:
+        infer_images(model, todo, recipe, CRFPreset(name="none"), {}, device, cfg, on_image=on_image)
+    finally:
+        jobs.close()
+    return labelling_result(jobs.results, split, f"(fused) {cfg.ckpt}", out_dir, len(items), preset, bg,
+                            gt_folder, num_classes, class_names)
 
 
 def background_summary(preset: CRFPreset, bg: Optional[Background]) -> dict:
@@ -210,11 +272,12 @@ def log_wandb(logger_cfg, res: dict, layout: Layout, ids: Sequence[str], count: 
     wandb.finish()
 
 
-def run(cfg) -> dict:
-    """The CLI without Hydra's decorator (callable from tests and other entry points)."""
-    for key in ("scores_dir", "split"):
+def run(cfg, model=None) -> dict:
+    """The CLI without Hydra's decorator (callable from tests and other entry points); with ``model`` (the
+    entry point's ``ckpt=``), fused: inference and labelling together (:func:`fused_pseudo_labels`)."""
+    for key in (("split",) if model is not None else ("scores_dir", "split")):
         if cfg.get(key) in (None, "", "???"):
-            raise ValueError(f"{key}=... is required: python -m wsss.pseudo_label scores_dir=DIR "
+            raise ValueError(f"{key}=... is required: python -m wsss.pseudo_label scores_dir=DIR (or ckpt=CKPT) "
                              "dataset.root=ROOT split=SPLIT [out_dir=OUT] [crf=NAME]")
     num_classes, names = class_config(cfg)
     preset = CRFPreset.from_config(cfg.get("crf"))
@@ -227,10 +290,14 @@ def run(cfg) -> dict:
     out_dir = output_dir(cfg)
     check_writable(out_dir)  # the clear error first, before run.json is written there
     record = None if not is_main() else RunRecord.start_tool(out_dir, "pseudo_label", details={
-        "scores_dir": str(cfg.scores_dir), "split": str(cfg.split), "crf": preset.name})
-    res = make_pseudo_labels(layout, cfg.split, cfg.scores_dir, out_dir, preset, bg, num_classes, names,
-                             workers=int(cfg.get("workers", 0)), overwrite=bool(cfg.get("overwrite", False)),
-                             gt_dir=cfg.get("gt_dir"), progress=bool(cfg.get("progress", True)))
+        "scores_dir": cfg.get("scores_dir"), "ckpt": cfg.get("ckpt") if model is not None else None,
+        "split": str(cfg.split), "crf": preset.name})
+    if model is not None:
+        res = fused_pseudo_labels(model, cfg, layout, out_dir, preset, bg, num_classes, names)
+    else:
+        res = make_pseudo_labels(layout, cfg.split, cfg.scores_dir, out_dir, preset, bg, num_classes, names,
+                                 workers=int(cfg.get("workers", 0)), overwrite=bool(cfg.get("overwrite", False)),
+                                 gt_dir=cfg.get("gt_dir"), progress=bool(cfg.get("progress", True)))
     if not is_main():  # under torchrun: rank 0 alone reports and writes the records
         return res
     echo(format_report(res), logger=log)

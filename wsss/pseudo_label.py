@@ -26,6 +26,7 @@ import hydra
 from omegaconf import DictConfig
 
 from wsss.labelling import run
+from wsss.inference.loading import run_with_model
 from wsss.outputs import log_errors
 from wsss.paths import config_dir
 
@@ -35,6 +36,8 @@ __all__ = ["main", "run"]
 
 @hydra.main(version_base="1.3", config_path=config_dir(), config_name="pseudo_label")
 def main(cfg: DictConfig) -> float:
+    if cfg.get("ckpt"):  # fused: inference and labelling together, no score maps on disk
+        return float(run_with_model(cfg, "pseudo_label", run, log).get("mIoU", float("nan")))
     with log_errors(log):
         return float(run(cfg).get("mIoU", float("nan")))
 

@@ -54,20 +54,21 @@ class BackgroundJobs:
         self.pool = worker_pool(workers)
         self.pending: deque = deque()
         self.limit = max(2, 2 * int(workers))
+        self.results: list = []  # what the finished jobs returned, in submission order
 
     def submit(self, task) -> None:
         if self.pool is None:
-            self.fn(task)
+            self.results.append(self.fn(task))
             return
         self.pending.append(self.pool.apply_async(self.fn, (task,)))
         while len(self.pending) > self.limit:
-            self.pending.popleft().get()
+            self.results.append(self.pending.popleft().get())
 
     def close(self) -> None:
         """Wait for every job (re-raising the first error), then end the pool."""
         try:
             while self.pending:
-                self.pending.popleft().get()
+                self.results.append(self.pending.popleft().get())
         finally:
             if self.pool is not None:
                 self.pool.terminate() if self.pending else self.pool.close()

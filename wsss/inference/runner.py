@@ -127,9 +127,11 @@ def write_image_outputs(model, recipe: dict, name: str, label, agg: torch.Tensor
 
 
 # ----- the loop ------------------------------------------------------------------------------
-def infer_images(model, todo: list, recipe: dict, preset, dirs: Dict[str, Path], device: torch.device, cfg) -> None:
+def infer_images(model, todo: list, recipe: dict, preset, dirs: Dict[str, Path], device: torch.device, cfg,
+                 on_image=None) -> None:
     """Run ``model`` over the ``todo`` split items and write their outputs (``cfg``: batch size, workers, the
-    ``output`` to export, ...)."""
+    ``output`` to export, ...). ``on_image(id, label, fg)``: take each image's foreground scores instead of
+    writing files (fused pseudo-labelling)."""
     from torch.utils.data import DataLoader
     from tqdm import tqdm
 
@@ -143,7 +145,7 @@ def infer_images(model, todo: list, recipe: dict, preset, dirs: Dict[str, Path],
     scores_format = str(cfg.get("scores_format") or "npy")
     rule = model.background
     bg = None if rule.learned else rule
-    crf = BackgroundJobs(crf_job, int(cfg.workers)) if preset.enabled else None
+    crf = BackgroundJobs(crf_job, int(cfg.workers)) if preset.enabled and on_image is None else None
     crf_task = {"preset": preset, "bg": bg, "num_classes": model.num_classes}
     dataset = PyramidImages([it["id"] for it in todo], [str(it["image"]) for it in todo],
                             [it["label"] for it in todo], recipe["scales"], recipe["resize"])
@@ -161,6 +163,9 @@ def infer_images(model, todo: list, recipe: dict, preset, dirs: Dict[str, Path],
                 agg = agg.float()
                 fg = model.foreground_scores(agg, output).float().cpu().numpy()
                 for i, name in enumerate(batch["name"]):
+                    if on_image is not None:
+                        on_image(name, batch["cls"][i], fg[i])
+                        continue
                     write_image_outputs(model, recipe, name, batch["cls"][i], agg[i], fg[i],
                                         outputs_of(dirs, name, scores_format), crf, dict(crf_task, image=image_of[name]),
                                         output)
