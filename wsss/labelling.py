@@ -48,16 +48,16 @@ def label_one(task: dict) -> tuple:
         keys = sorted(scores)
         num_fg = task["num_classes"] - 1
         if keys and not 0 <= keys[0] <= keys[-1] < num_fg:
-            raise ValueError(f"{task.get('where', task['scores'])}: class index {keys[-1] if keys[-1] >= num_fg else keys[0]} but the "
+            raise ValueError(f"{task['where']}: class index {keys[-1] if keys[-1] >= num_fg else keys[0]} but the "
                              f"config has {task['num_classes']} classes (indices 0..{num_fg - 1}); the scores were "
                              f"made for another data set: {CLASSES_FIX}")
         fg = np.stack([scores[k] for k in keys]) if keys else np.zeros((0,) + shape, np.float32)
         if not np.isfinite(fg).all():
-            raise ValueError(f"{task.get('where', task['scores'])}: score maps contain NaN or inf; re-run inference")
+            raise ValueError(f"{task['where']}: score maps contain NaN or inf; re-run inference")
         try:
             label = refine(image, fg, keys, task["preset"], task["bg"], task["num_classes"])
         except ValueError as exc:
-            raise ValueError(f"{task.get('where', task['scores'])}: {exc}") from exc
+            raise ValueError(f"{task['where']}: {exc}") from exc
         write_label_png(out, label)
         status = "written"
     conf = None
@@ -118,15 +118,20 @@ def make_pseudo_labels(layout: Layout, split: str, scores_dir, out_dir, preset: 
                                                      class_names), overwrite, has_outputs)
     barrier()  # under torchrun: settings claimed before any rank writes; each rank labels its share below
     gt_folder = layout.mask_dir(split, gt_dir)
-    tasks = []
-    for i in shard(ids):
-        gt = gt_folder / f"{i}.png"
-        tasks.append({"id": i, "image": str(layout.image_path(i)), "scores": str(score_file(scores_dir, i)),
-                      "out": str(out_dir / f"{i}.png"), "gt": str(gt) if gt.is_file() else None,
-                      "preset": preset, "bg": bg, "num_classes": num_classes, "overwrite": overwrite})
+    tasks = [label_task(i, layout.image_path(i), str(score_file(scores_dir, i)), out_dir, gt_folder, preset, bg,
+                        num_classes, overwrite) for i in shard(ids)]
     results = map_tasks(label_one, tasks, workers, progress, "pseudo_label", ordered=False)
     return labelling_result(results, split, str(scores_dir), out_dir, len(ids), preset, bg, gt_folder,
                             num_classes, class_names)
+
+
+def label_task(image_id: str, image, scores, out_dir: Path, gt_folder: Path, preset: CRFPreset,
+               bg: Optional[Background], num_classes: int, overwrite: bool, where: Optional[str] = None) -> dict:
+    """One :func:`label_one` job; ``scores`` is a score file, a ``{class: map}`` dict (fused) or None (kept)."""
+    gt = gt_folder / f"{image_id}.png"
+    return {"id": image_id, "image": str(image), "scores": scores, "where": where or str(scores),
+            "out": str(out_dir / f"{image_id}.png"), "gt": str(gt) if gt.is_file() else None, "preset": preset,
+            "bg": bg, "num_classes": num_classes, "overwrite": overwrite}
 
 
 def labelling_result(results, split: str, source: str, out_dir: Path, num_images: int, preset: CRFPreset,
@@ -181,10 +186,8 @@ def fused_pseudo_labels(model, cfg, layout: Layout, out_dir: Path, preset: CRFPr
     mine = shard(items)
 
     def task(it: dict, scores) -> dict:
-        gt = gt_folder / f"{it['id']}.png"
-        return {"id": it["id"], "image": str(it["image"]), "scores": scores, "where": f"{cfg.ckpt} on {it['id']}",
-                "out": str(out_dir / f"{it['id']}.png"), "gt": str(gt) if gt.is_file() else None, "preset": preset,
-                "bg": bg, "num_classes": num_classes, "overwrite": overwrite}
+        return label_task(it["id"], it["image"], scores, out_dir, gt_folder, preset, bg, num_classes, overwrite,
+                          where=f"{cfg.ckpt} on {it['id']}")
 
     jobs = BackgroundJobs(label_one, int(cfg.get("workers", 0)))
     todo = []

@@ -6,8 +6,9 @@ from typing import Dict, Sequence
 
 import numpy as np
 
-from wsss.data.formats import read_image, score_file
-from wsss.metrics.folders import predict_npy, read_gt, read_png_prediction
+from wsss.data.formats import read_image
+from wsss.evaluation.examples import prediction_of
+from wsss.metrics.folders import read_gt
 
 
 def overlay_examples(res: dict, ids: Sequence[str], image_dir: Path | None, count: int) -> np.ndarray:
@@ -18,10 +19,7 @@ def overlay_examples(res: dict, ids: Sequence[str], image_dir: Path | None, coun
     images, gts, preds = [], [], []
     for name in list(ids)[:count]:
         gt = read_gt(gt_dir / f"{name}.png", n)
-        if res["type"] == "png":
-            pred = read_png_prediction(pred_dir / f"{name}.png", gt, n)
-        else:
-            pred = predict_npy(score_file(pred_dir, name), gt, n, res["threshold"])
+        pred = prediction_of(pred_dir, name, gt, res["type"], n, res["threshold"])
         img = None
         if image_dir is not None and (image_dir / f"{name}.jpg").is_file():
             img = read_image(image_dir / f"{name}.jpg")

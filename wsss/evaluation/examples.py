@@ -34,8 +34,9 @@ def image_miou(gt: np.ndarray, pred: np.ndarray) -> float:
     return float(np.mean(ious)) if ious else 1.0
 
 
-def _prediction(pred_dir: Path, name: str, gt: np.ndarray, kind: str, num_classes: int,
-                threshold: Optional[float]) -> np.ndarray:
+def prediction_of(pred_dir: Path, name: str, gt: np.ndarray, kind: str, num_classes: int,
+                  threshold: Optional[float]) -> np.ndarray:
+    """The label map of ``name``: its PNG, or its score file at ``threshold`` (checked against its GT)."""
     if kind == "png":
         return read_png_prediction(pred_dir / f"{name}.png", gt, num_classes)
     return predict_npy(score_file(pred_dir, name), gt, num_classes, threshold)
@@ -47,7 +48,7 @@ def rank_images(pred_dir: Path, gt_dir: Path, ids: Sequence[str], kind: str, num
     scores = []
     for name in ids:
         gt = read_gt(gt_dir / f"{name}.png", num_classes)
-        scores.append((name, image_miou(gt, _prediction(pred_dir, name, gt, kind, num_classes, threshold))))
+        scores.append((name, image_miou(gt, prediction_of(pred_dir, name, gt, kind, num_classes, threshold))))
     return sorted(scores, key=lambda s: (s[1], s[0]))
 
 
@@ -80,7 +81,7 @@ def write_examples(out_dir: Path, ids: Sequence[str], pred_dir: Path, gt_dir: Pa
     panels = []
     for tag, k, (name, score) in picks:
         gt = read_gt(Path(gt_dir) / f"{name}.png", num_classes)
-        pred = _prediction(Path(pred_dir), name, gt, kind, num_classes, threshold)
+        pred = prediction_of(Path(pred_dir), name, gt, kind, num_classes, threshold)
         image = None
         path = (image_of or {}).get(name)
         if path is not None and Path(path).is_file():

@@ -9,6 +9,7 @@ image's most likely class is kept when none passes. Unreadable files are skipped
 """
 from __future__ import annotations
 
+import io
 import logging
 from pathlib import Path
 from typing import Dict, Optional
@@ -17,7 +18,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from wsss.data.formats import read_label_png
+from wsss.data.formats import atomic_write_bytes, read_label_png
 from wsss.inference.data import image_pyramid
 from wsss.inference.device import autocast, pick_device
 from wsss.inference.runner import prepare_out_dirs, preset_settings, resolve_recipe, write_image_outputs
@@ -73,11 +74,9 @@ def predict_one(model, recipe: dict, threshold: float, image: np.ndarray, name: 
     pred = read_label_png(paths["pred"])
     found = [int(c) for c in np.unique(pred) if c != 0]
     overlay = with_legend(blend_label(image, pred), found, model.class_names)
-    target = dirs["overlay"] / f"{name}.jpg"
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.name}.tmp")
-    Image.fromarray(overlay).save(tmp, format="JPEG", quality=90)
-    tmp.replace(target)
+    buf = io.BytesIO()
+    Image.fromarray(overlay).save(buf, format="JPEG", quality=90)
+    atomic_write_bytes(dirs["overlay"] / f"{name}.jpg", buf.getvalue())
 
 
 def is_done(dirs: Dict[str, Path], name: str) -> bool:

@@ -110,12 +110,17 @@ def with_legend(image: np.ndarray, class_ids: Sequence[int], class_names: Sequen
     canvas = Image.new("RGB", (w, h + swatch + 8), (255, 255, 255))
     canvas.paste(Image.fromarray(image), (0, 0))
     draw = ImageDraw.Draw(canvas)
-    x, y = 4, h + 4
     if not labels:
-        draw.text((x, y), "background only", fill=(0, 0, 0))
-    for cid, name in labels:
-        colour = tuple(int(v) for v in _PALETTE[cid])
-        draw.rectangle([x, y, x + swatch, y + swatch - 1], fill=colour, outline=(0, 0, 0))
+        draw.text((4, h + 4), "background only", fill=(0, 0, 0))
+    draw_legend(draw, 4, h + 4, [c for c, _ in labels], class_names, swatch)
+    return np.asarray(canvas)
+
+
+def draw_legend(draw, x: int, y: int, class_ids: Sequence[int], class_names: Sequence[str], swatch: int = 12) -> None:
+    """One row of VOC-colour swatches with the class names, from ``(x, y)``."""
+    for cid in class_ids:
+        name = class_names[int(cid)] if int(cid) < len(class_names) else str(cid)
+        draw.rectangle([x, y, x + swatch, y + swatch - 1], fill=tuple(int(v) for v in _PALETTE[int(cid)]),
+                       outline=(0, 0, 0))
         draw.text((x + swatch + 3, y), name, fill=(0, 0, 0))
         x += swatch + 10 + int(draw.textlength(name))
-    return np.asarray(canvas)

@@ -11,7 +11,7 @@ from typing import Mapping, Optional, Sequence
 import numpy as np
 from PIL import Image, ImageDraw
 
-from wsss.viz.overlay import _PALETTE, blend_label
+from wsss.viz.overlay import blend_label, draw_legend
 
 TILE = 200       # tile height in pixels (readable in W&B's media panel)
 TITLE = 16       # title strip height
@@ -57,10 +57,5 @@ def image_panel(name: str, image: Optional[np.ndarray], gt: Optional[np.ndarray]
     for t in tiles:
         canvas.paste(t, (x, TITLE))
         x += t.width + GAP
-    x, y = 4, 2 * TITLE + TILE + 4
-    for cid in present:
-        label = class_names[cid] if cid < len(class_names) else str(cid)
-        draw.rectangle([x, y, x + 12, y + 12], fill=tuple(int(v) for v in _PALETTE[cid]), outline=(0, 0, 0))
-        draw.text((x + 16, y), label, fill=(0, 0, 0))
-        x += 28 + int(draw.textlength(label))
+    draw_legend(draw, 4, 2 * TITLE + TILE + 4, present, class_names)
     return np.asarray(canvas)
