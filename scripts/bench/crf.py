@@ -1,18 +1,25 @@
 """Dense-CRF throughput: images/s of ``wsss.postprocess.crf.refine_many`` with 1 and 2 workers.
 
-    python scripts/bench/crf.py [--num-images 16] [--presets seam,rtc] [--workers 1,2]
+    python scripts/bench/crf.py [--num-images 16] [--presets seam,rtc] [--workers 1,2] [--mode memory|files]
 
 Inputs are generated 500x375 VOC-sized images with 1-3 present classes of smooth CAM-like
-scores. The reference is the seed repos' way: a serial Python loop over images calling
-pydensecrf inline (SEAM ``infer_SEAM.py:_crf_with_alpha`` for ``seam``, RTC
-``contrast_infer.py:_crf`` for ``rtc``), timed in the same run; the label maps must agree.
-Pool start-up is included in the timings (it is part of what a user waits for).
+scores. ``--mode memory`` times ``refine_many`` on arrays against the seed repos' way: a serial Python
+loop over images calling pydensecrf inline (SEAM ``infer_SEAM.py:_crf_with_alpha`` for ``seam``, RTC
+``contrast_infer.py:_crf`` for ``rtc``), timed in the same run; the label maps must agree. ``--mode files``
+times what users run, ``wsss.pseudo_label``'s library call over JPEGs and ``.npy`` score dicts on disk
+(decoding, CRF and PNG writing in the workers; the parent only collects counts). Pool start-up is included
+in the timings (it is part of what a user waits for).
 
-Measured 2026-11-23 on the 2-core dev VM (AMD EPYC, shared with other jobs, best of 2, 16 images):
-seam: reference 4.00 img/s, workers=1 4.01 img/s (1.00x), workers=2 6.54 img/s (1.63x), identical maps.
-rtc (21 labels, ~5x the work): reference 0.85 img/s, workers=1 0.86 img/s (1.01x), workers=2
-0.6-1.1 img/s (1.05-1.28x) in runs where other jobs took CPU at the same time; no quiet run was had.
-Two independent SEAM-loop processes reach ~1.8x one on this VM, the ceiling for 2 workers.
+Measured 2026-12-04 on the 2-core dev VM while it was otherwise idle (load average < 0.8), 16 images:
+  seam, memory: reference 4.88 img/s, workers=1 4.86 (1.00x), workers=2 9.22 img/s (1.89x), identical maps
+  seam, files:  workers=1 4.75 img/s, workers=2 8.77-9.04 img/s (1.85-1.90x)
+  rtc,  memory: reference 1.22 img/s, workers=1 1.24 (1.02x), workers=2 2.31 img/s (1.90x), identical maps
+  rtc,  files:  workers=1 1.57 img/s, workers=2 2.99 img/s (1.90x)
+The 1.63x recorded on 2026-11-23 came from a run with other jobs on the same 2 cores: the same code, quiet,
+gives 1.89x, and one rtc files run taken while other jobs started read 0.93x. Both modes reach the same ~1.9x,
+so neither pickling the score maps to the workers (memory) nor decoding and writing in them (files) costs
+measurably; the ~5% left to 2x (process start-up, the last image's tail) was not broken down further.
+Ordering the jobs largest first made no measurable difference at this size (1.85-1.90x either way).
 """
 from __future__ import annotations
 
@@ -82,6 +89,59 @@ def reference_rtc(image, fg, keys):
 REFERENCES = {"seam": reference_seam, "rtc": reference_rtc}
 
 
+def write_folder(root, jobs):
+    """A VOC-layout folder (``JPEGImages/``, split ``bench``) and its score dicts, as ``wsss.infer`` leaves them."""
+    from pathlib import Path
+
+    from PIL import Image
+
+    from wsss.data.formats import save_score_dict, write_split_list
+
+    root = Path(root)
+    (root / "JPEGImages").mkdir(parents=True, exist_ok=True)
+    (root / "scores").mkdir(exist_ok=True)
+    ids = [f"img_{i:05d}" for i in range(len(jobs))]
+    for image_id, (image, fg, keys) in zip(ids, jobs):
+        Image.fromarray(image).save(root / "JPEGImages" / f"{image_id}.jpg", quality=95)
+        save_score_dict(root / "scores" / f"{image_id}.npy", dict(zip(keys, fg)))
+    write_split_list(root / "ImageSets" / "Segmentation" / "bench.txt", ids)
+    return root
+
+
+def pseudo_label_folder(root, preset, workers: int, out_name: str) -> float:
+    """Seconds of ``wsss.pseudo_label``'s library call over the folder (decode, CRF and PNG writing in workers)."""
+    import shutil
+
+    from wsss.data.formats import VOC_CLASSES
+    from wsss.data.voc import VOCLayout
+    from wsss.labelling import make_pseudo_labels
+
+    out = root / out_name
+    shutil.rmtree(out, ignore_errors=True)
+    t0 = time.perf_counter()
+    make_pseudo_labels(VOCLayout(root), "bench", root / "scores", out, preset, None, NUM_CLASSES,
+                       VOC_CLASSES, workers=workers)
+    return time.perf_counter() - t0
+
+
+def bench_files(jobs, presets, workers_list, repeat: int) -> None:
+    """What users run: ``python -m wsss.pseudo_label scores_dir=... workers=N`` over files on disk."""
+    import tempfile
+    from pathlib import Path
+
+    n = len(jobs)
+    with tempfile.TemporaryDirectory() as tmp:
+        root = write_folder(Path(tmp), jobs)
+        for name in presets:
+            preset = load_preset(name)
+            base = None
+            for workers in workers_list:
+                t = min(pseudo_label_folder(root, preset, workers, f"pl_{workers}") for _ in range(max(1, repeat)))
+                base = base or t
+                print(f"[{name}] pseudo_label over files, workers={workers}: {n / t:6.2f} img/s "
+                      f"({base / t:.2f}x workers={workers_list[0]})")
+
+
 def _best(fn, repeat: int):
     times, out = [], None
     for _ in range(max(1, repeat)):
@@ -97,10 +157,16 @@ def main(argv=None) -> None:
     parser.add_argument("--presets", default="seam,rtc")
     parser.add_argument("--workers", default="1,2")
     parser.add_argument("--repeat", type=int, default=2, help="best of N timings (the machine may be shared)")
+    parser.add_argument("--mode", default="memory", choices=("memory", "files"),
+                        help="memory: refine_many on arrays vs the seed repos' loop; files: wsss.pseudo_label's "
+                             "path over JPEGs and score files on disk")
     args = parser.parse_args(argv)
     jobs = make_inputs(args.num_images)
     n = len(jobs)
     print(f"{n} images of {W}x{H}, {sum(len(j[2]) for j in jobs) / n:.1f} present classes on average")
+    if args.mode == "files":
+        bench_files(jobs, args.presets.split(","), [int(w) for w in args.workers.split(",")], args.repeat)
+        return
     for name in args.presets.split(","):
         preset = load_preset(name)
         t_ref, ref = _best(lambda: [REFERENCES[name](*job) for job in jobs], args.repeat)
