@@ -3,7 +3,7 @@
 Why: ``scripts/prepare_coco.py`` and ``dataset=coco`` must work from the official files. This writes
 ``annotations/instances_{train,val}2014.json``, ``train2014/`` and ``val2014/`` with every case the rules
 name: polygons (one and several parts), compressed and uncompressed RLE, crowd regions, a small object listed
-before the large one it overlaps, category ids with gaps (1, 3, 90, listed out of order), an image without
+before the large one it overlaps, category ids with gaps (the 80 real ones, listed out of order; objects of ids 1, 3 and 90), an image without
 annotations and one with only a crowd region. The expected label maps are rasterised here independently of
 pycocotools (pixel-centre point-in-polygon tests, hand-decoded run lengths) and painted in the order the
 rules say, written out by hand per image.
@@ -18,12 +18,26 @@ import numpy as np
 from matplotlib.path import Path as MplPath
 from PIL import Image
 
-#: out of id order on purpose; class index = rank of the id: 1 -> 1, 3 -> 2, 90 -> 3
-CATEGORIES = [{"id": 90, "name": "toothbrush", "supercategory": "indoor"},
-              {"id": 1, "name": "person", "supercategory": "person"},
-              {"id": 3, "name": "car", "supercategory": "vehicle"}]
-CLASS_NAMES = ["background", "person", "car", "toothbrush"]
-CLASS_OF = {1: 1, 3: 2, 90: 3}
+#: the 80 categories of instances_*2014.json (id, name); ids have gaps (12, 26, 29, 30, 45, 66, 68, 69, 71, 83)
+COCO_CATEGORIES = [
+    (1, "person"), (2, "bicycle"), (3, "car"), (4, "motorcycle"), (5, "airplane"), (6, "bus"), (7, "train"),
+    (8, "truck"), (9, "boat"), (10, "traffic light"), (11, "fire hydrant"), (13, "stop sign"), (14, "parking meter"),
+    (15, "bench"), (16, "bird"), (17, "cat"), (18, "dog"), (19, "horse"), (20, "sheep"), (21, "cow"),
+    (22, "elephant"), (23, "bear"), (24, "zebra"), (25, "giraffe"), (27, "backpack"), (28, "umbrella"),
+    (31, "handbag"), (32, "tie"), (33, "suitcase"), (34, "frisbee"), (35, "skis"), (36, "snowboard"),
+    (37, "sports ball"), (38, "kite"), (39, "baseball bat"), (40, "baseball glove"), (41, "skateboard"),
+    (42, "surfboard"), (43, "tennis racket"), (44, "bottle"), (46, "wine glass"), (47, "cup"), (48, "fork"),
+    (49, "knife"), (50, "spoon"), (51, "bowl"), (52, "banana"), (53, "apple"), (54, "sandwich"), (55, "orange"),
+    (56, "broccoli"), (57, "carrot"), (58, "hot dog"), (59, "pizza"), (60, "donut"), (61, "cake"), (62, "chair"),
+    (63, "couch"), (64, "potted plant"), (65, "bed"), (67, "dining table"), (70, "toilet"), (72, "tv"),
+    (73, "laptop"), (74, "mouse"), (75, "remote"), (76, "keyboard"), (77, "cell phone"), (78, "microwave"),
+    (79, "oven"), (80, "toaster"), (81, "sink"), (82, "refrigerator"), (84, "book"), (85, "clock"), (86, "vase"),
+    (87, "scissors"), (88, "teddy bear"), (89, "hair drier"), (90, "toothbrush")]
+#: the json lists them out of id order on purpose (reversed); class index = rank of the id
+CATEGORIES = [{"id": i, "name": n, "supercategory": "thing"} for i, n in reversed(COCO_CATEGORIES)]
+CLASS_NAMES = ["background"] + [n for _, n in COCO_CATEGORIES]
+CLASS_OF = {cid: k + 1 for k, (cid, _) in enumerate(COCO_CATEGORIES)}  # 1 -> 1, 3 -> 3, 90 -> 80
+NUM_FG = len(COCO_CATEGORIES)
 
 
 def polygon_mask(poly: List[float], h: int, w: int) -> np.ndarray:
@@ -140,7 +154,7 @@ def write_tiny_coco(root: str | Path, seed: int = 0, size: tuple = (40, 48)) -> 
     return expected
 
 
-def labels_of(label: np.ndarray, num_fg: int = 3) -> np.ndarray:
+def labels_of(label: np.ndarray, num_fg: int = NUM_FG) -> np.ndarray:
     """The image-level label a mask implies (crowd excluded)."""
     vec = np.zeros(num_fg, np.float32)
     for v in np.unique(label):

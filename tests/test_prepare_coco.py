@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from cocogen import CLASS_NAMES, labels_of, write_tiny_coco
+from cocogen import CLASS_NAMES, CLASS_OF, NUM_FG, labels_of, write_tiny_coco
 from wsss.data.formats import load_cls_labels_npy, read_split_list
 from wsss.prepare.coco import PrepareError, main, prepare
 
@@ -36,7 +36,7 @@ def test_masks_equal_an_independent_rasterisation(prepared):
             np.testing.assert_array_equal(np.asarray(img), label, err_msg=f"{split}/{stem}")
     # the cases are there: overlap with the small object on top, crowd 255, an empty image
     first = expected["train2014"]["COCO_train2014_000000000001"]
-    assert {0, 1, 3, 255} <= set(np.unique(first).tolist())
+    assert {0, CLASS_OF[1], CLASS_OF[90], 255} == set(np.unique(first).tolist()) and CLASS_OF[90] == 80
     assert not expected["train2014"]["COCO_train2014_000000000003"].any()
 
 
@@ -46,8 +46,8 @@ def test_lists_labels_names_and_links(prepared):
     assert read_split_list(out / "ImageSets" / "train.txt") == [
         f"COCO_train2014_{n:012d}" for n in (1, 2, 5)]  # 3 has no annotation, 4 only a crowd region
     assert read_split_list(out / "ImageSets" / "val_all.txt") == [f"COCO_val2014_{n:012d}" for n in range(1001, 1006)]
-    assert (out / "class_names.txt").read_text().split("\n")[:4] == CLASS_NAMES
-    labels = load_cls_labels_npy(out / "cls_labels.npy", 3)
+    assert (out / "class_names.txt").read_text().splitlines() == CLASS_NAMES
+    labels = load_cls_labels_npy(out / "cls_labels.npy", NUM_FG)
     assert len(labels) == 10
     for split, truth in expected.items():
         for stem, label in truth.items():
@@ -79,7 +79,7 @@ def _edit_json(root: Path, split: str, edit) -> None:
 
 
 @pytest.mark.parametrize("edit, message", [
-    (lambda d: d["annotations"][0].update(category_id=2), "annotation 7: category_id 2 is not in the json's"),
+    (lambda d: d["annotations"][0].update(category_id=12), "annotation 7: category_id 12 is not in the json's"),
     (lambda d: d["annotations"][0].update(segmentation=[]), "annotation 7 (image COCO_val2014_000000001001): "
                                                             "malformed segmentation, empty polygon list"),
     (lambda d: d["annotations"][0].update(segmentation=[[1, 2, 3, 4]]), "polygon with 4 coordinates"),
@@ -114,7 +114,7 @@ def test_missing_image_is_skipped_listed_and_exits_nonzero(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "skipped 1 images" in err and str(gone) in err
     assert "COCO_train2014_000000000002" not in read_split_list(tmp_path / "out" / "ImageSets" / "train_all.txt")
-    assert "COCO_train2014_000000000002" not in load_cls_labels_npy(tmp_path / "out" / "cls_labels.npy", 3)
+    assert "COCO_train2014_000000000002" not in load_cls_labels_npy(tmp_path / "out" / "cls_labels.npy", NUM_FG)
 
 
 def test_script_runs_and_prints_the_summary(tmp_path):
@@ -124,4 +124,4 @@ def test_script_runs_and_prints_the_summary(tmp_path):
                            "--splits", "val"], capture_output=True, text=True,
                           env={**os.environ, "PYTHONPATH": str(REPO)})
     assert proc.returncode == 0, proc.stderr
-    assert "val2014" in proc.stdout and "annotated" in proc.stdout and "4 classes" in proc.stdout
+    assert "val2014" in proc.stdout and "annotated" in proc.stdout and "81 classes" in proc.stdout
