@@ -87,3 +87,29 @@ def test_script_then_dataset_voc_reads_train_aug(official, tmp_path):
     ds = VOCSegmentation(official["voc"], "train_aug", 21)
     assert len(ds) == 9 and ds[0]["mask"].max() <= 20
     assert ds.cls_labels[ds.ids[0]].shape == (len(VOC_CLASSES) - 1,)
+
+
+def test_readme_prepare_commands_run(tmp_path):
+    """The README's `python scripts/prepare_*.py` lines, as users type them, on generated official files."""
+    import re
+    import shlex
+
+    from cocogen import write_tiny_coco
+
+    official = write_official(tmp_path / "voc_sbd")
+    write_tiny_coco(tmp_path / "COCO2014")
+    paths = {"/path/COCO2014": tmp_path / "COCO2014", "/path/coco_wsss": tmp_path / "coco_wsss",
+             "/path/VOCdevkit/VOC2012": official["voc"], "/path/benchmark_RELEASE": official["sbd"]}
+    text = (REPO / "README.md").read_text()
+    lines = [ln.strip() for block in re.findall(r"```[^\n]*\n(.*?)```", text, re.S) for ln in block.splitlines()
+             if ln.strip().startswith("python scripts/prepare_")]
+    assert {ln.split()[1] for ln in lines} == {"scripts/prepare_coco.py", "scripts/prepare_voc.py"}
+    for line in lines:
+        args = [str(paths.get(a, a)) for a in shlex.split(re.sub(r" \[[^\]]*\]", "", line))[1:]]
+        unknown = [a for a in args if a.startswith("/path/")]
+        assert not unknown, f"README placeholder {unknown} unknown to this test"
+        proc = subprocess.run([sys.executable, str(REPO / args[0]), *args[1:], "--workers", "1", "--no-progress"],
+                              capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO)})
+        assert proc.returncode == 0, (line, proc.stderr)
+    assert (tmp_path / "coco_wsss" / "cls_labels.npy").is_file()
+    assert (official["voc"] / "ImageSets/Segmentation/train_aug.txt").is_file()

@@ -41,7 +41,7 @@ from typing import Dict, List, Sequence, Tuple
 import numpy as np
 
 from wsss.data.formats import IGNORE_INDEX, save_cls_labels_npy, write_label_png, write_split_list, atomic_write_bytes
-from wsss.prepare.common import PrepareError, atomic_symlink, format_summary
+from wsss.prepare.common import PrepareError, atomic_symlink, format_summary, map_files
 
 log = logging.getLogger("wsss.prepare.coco")
 SPLITS = ("train", "val")
@@ -210,8 +210,6 @@ def image_labels(task: ImageTask, num_fg: int) -> np.ndarray:
 def prepare(coco: Path, out: Path, workers: int = 1, splits: Sequence[str] = SPLITS,
             progress: bool = True) -> dict:
     """Write everything (see the module docstring); returns the counts and the missing images."""
-    from wsss.workers import map_tasks
-
     coco, out = Path(coco).expanduser().absolute(), Path(out).expanduser().absolute()
     check_inputs(coco, splits)
     per_split, names = {}, None
@@ -231,7 +229,7 @@ def prepare(coco: Path, out: Path, workers: int = 1, splits: Sequence[str] = SPL
         tasks = per_split[split]
         atomic_symlink(out / IMAGES / split_folder(split), coco / split_folder(split))
         (out / MASKS / split_folder(split)).mkdir(parents=True, exist_ok=True)
-        status = list(map_tasks(write_mask, tasks, workers, progress, f"masks {split_folder(split)}"))
+        status = map_files(write_mask, tasks, workers, progress, f"masks {split_folder(split)}")
         present = [t for t, s in zip(tasks, status) if s != "missing"]
         missing += [t.image for t, s in zip(tasks, status) if s == "missing"]
         annotated = [t for t in present if any(not crowd for _, crowd, _, _ in t.anns)]

@@ -1,9 +1,10 @@
 """What both preparation scripts share: the error type, symlinks written atomically, the summary table."""
 from __future__ import annotations
 
+import multiprocessing
 import os
 from pathlib import Path
-from typing import Mapping
+from typing import Callable, Mapping, Sequence
 
 
 class PrepareError(RuntimeError):
@@ -31,3 +32,33 @@ def format_summary(title: str, rows: Mapping[str, Mapping[str, object]]) -> str:
     for split, counts in rows.items():
         lines.append(split.ljust(10) + "".join(str(counts[c]).rjust(width + 2) for c in columns))
     return "\n".join(lines)
+
+
+def map_files(fn: Callable, tasks: Sequence, workers: int, progress: bool, desc: str) -> list:
+    """``fn(task)`` for every task in task order, on ``workers`` processes (0/1: here), with a progress bar.
+
+    Why not :func:`wsss.workers.map_tasks`: that pool comes with the CRF module and torch, seconds of import on a
+    small machine for scripts that only read and write files.
+    """
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=len(tasks), desc=desc, unit="file", dynamic_ncols=True)
+    out = []
+    if int(workers) <= 1 or len(tasks) < 2:
+        for task in tasks:
+            out.append(fn(task))
+            if bar is not None:
+                bar.update(1)
+    else:
+        method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
+        with multiprocessing.get_context(method).Pool(int(workers)) as pool:
+            chunk = max(1, min(64, len(tasks) // (8 * int(workers))))
+            for res in pool.imap(fn, tasks, chunksize=chunk):
+                out.append(res)
+                if bar is not None:
+                    bar.update(1)
+    if bar is not None:
+        bar.close()
+    return out

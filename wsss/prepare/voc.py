@@ -33,7 +33,7 @@ import numpy as np
 
 from wsss.data.formats import (IGNORE_INDEX, VOC_CLASSES, read_split_list, save_cls_labels_npy, write_label_png,
                                write_split_list)
-from wsss.prepare.common import PrepareError
+from wsss.prepare.common import PrepareError, map_files
 
 #: the published sizes (VOC 2012 devkit lists; SBD-augmented train_aug of Hariharan et al. as used since psa)
 EXPECTED = {"train": 1464, "val": 1449, "train_aug": 10582}
@@ -128,8 +128,6 @@ def count_check(counts: Dict[str, int], strict: bool) -> List[str]:
 
 
 def prepare(voc: Path, sbd: Path, workers: int = 1, strict: bool = False, progress: bool = True) -> dict:
-    from wsss.workers import map_tasks
-
     voc, sbd = Path(voc).expanduser().absolute(), Path(sbd).expanduser().absolute()
     check_inputs(voc, sbd)
     lists = voc / "ImageSets" / "Segmentation"
@@ -153,7 +151,7 @@ def prepare(voc: Path, sbd: Path, workers: int = 1, strict: bool = False, progre
              if i in own else MaskTask(i, "sbd", str(sbd / "dataset/cls" / f"{i}.mat"), str(out_dir / f"{i}.png"))
              for i in sorted(set(train_aug) | set(voc_val))]
     out_dir.mkdir(parents=True, exist_ok=True)
-    results = list(map_tasks(write_mask, tasks, workers, progress, "SegmentationClassAug"))
+    results = map_files(write_mask, tasks, workers, progress, "SegmentationClassAug")
     labels, from_xml = {}, 0
     for task, (_, present) in zip(tasks, results):
         vec = xml_labels(voc / "Annotations" / f"{task.image_id}.xml")
