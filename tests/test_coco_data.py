@@ -175,3 +175,17 @@ def test_evaluate_at_81_classes_equals_a_hand_computed_confusion(tmp_path):
     assert res["mIoU_seam"] == pytest.approx(sum(iou.values()) / 81, abs=1e-9)
     assert res["mIoU"] == pytest.approx(sum(iou.values()) / 4, abs=1e-9)
     assert len(json.loads((tmp_path / "eval" / "metrics.json").read_text())["class_names"]) == 81
+
+
+def test_evaluate_refuses_the_voc_config_on_coco_gt(coco, tmp_path):
+    """COCO's GT sits one level below the root that holds class_names.txt; the check still finds it."""
+    from wsss.evaluation.run import run as evaluate
+
+    root, _ = coco
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose(config_name="evaluate", overrides=[
+            f"pred_dir={root / 'SegmentationClass' / 'val2014'}", f"gt_dir={root / 'SegmentationClass' / 'val2014'}",
+            f"list={root / 'ImageSets' / 'val.txt'}", "type=png", "progress=false", f"out_dir={tmp_path / 'e'}"])
+    with pytest.raises(ValueError, match="class_names.txt lists 81 classes"):
+        evaluate(cfg)

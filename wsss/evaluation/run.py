@@ -27,7 +27,9 @@ def run(cfg) -> dict:
                              "gt_dir=ROOT/SegmentationClass list=LIST type=npy|png")
     num_classes, names = class_config(cfg)
     gt_dir = Path(cfg["gt_dir"])
-    check_class_names_file(gt_dir.parent, names)
+    # the data root's class_names.txt: beside the GT folder (VOC), or one level up (COCO's SegmentationClass/val2014)
+    root = next((d for d in (gt_dir.parent, gt_dir.parent.parent) if (d / "class_names.txt").is_file()), gt_dir.parent)
+    check_class_names_file(root, names)
     ids = read_split_list(cfg["list"])
     split = Path(str(cfg["list"])).stem
     curve = bool(cfg.get("curve", False))
