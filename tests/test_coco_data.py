@@ -189,3 +189,24 @@ def test_evaluate_refuses_the_voc_config_on_coco_gt(coco, tmp_path):
             f"list={root / 'ImageSets' / 'val.txt'}", "type=png", "progress=false", f"out_dir={tmp_path / 'e'}"])
     with pytest.raises(ValueError, match="class_names.txt lists 81 classes"):
         evaluate(cfg)
+
+
+def test_spml_with_tag_supervision_trains_one_step_on_coco(coco, tmp_path):
+    """SPML on COCO needs what it needs on VOC, inside the root: CAM score dicts (cam/ID.npy, e.g. from wsss.infer
+    of a CAM model) and an over-segmentation (hed/ID.png); the layout needs nothing more."""
+    from scipy import ndimage
+
+    from wsss.data.formats import save_score_dict
+
+    root, expected = coco
+    for name, gt in expected["train2014"].items():
+        save_score_dict(root / "cam" / f"{name}.npy", {int(c) - 1: ndimage.gaussian_filter((gt == c).astype(np.float32), 2)
+                                                        for c in np.unique(gt) if 0 < c < 255})
+        cells = (np.arange(gt.shape[0])[:, None] // 8) * 16 + np.arange(gt.shape[1])[None, :] // 8
+        write_label_png(root / "hed" / f"{name}.png", cells.astype(np.uint8), palette=False)
+    cfg = _compose("train", ["method=spml", "supervision=tag", "preset=synthetic_spml", "supervision.loader.require_weak=true",
+                             "supervision.loader.require_segments=true", *SIZES], root, tmp_path)
+    datamodule, model = build_datamodule(cfg), build_method(cfg)
+    trainer = build_trainer(cfg, fast_dev_run=True, enable_progress_bar=False)
+    trainer.fit(model, datamodule=datamodule)
+    assert trainer.global_step == 1
