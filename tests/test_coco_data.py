@@ -210,3 +210,19 @@ def test_spml_with_tag_supervision_trains_one_step_on_coco(coco, tmp_path):
     trainer = build_trainer(cfg, fast_dev_run=True, enable_progress_bar=False)
     trainer.fit(model, datamodule=datamodule)
     assert trainer.global_step == 1
+
+
+def test_evaluate_overlays_find_the_coco_images(coco, tmp_path):
+    from wsss.evaluation.run import default_image_dir, run as evaluate
+
+    root, _ = coco
+    gt = root / "SegmentationClass" / "val2014"
+    assert default_image_dir(gt) == root / "images" / "val2014"
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose(config_name="evaluate", overrides=[
+            "dataset=coco", f"pred_dir={gt}", f"gt_dir={gt}", f"list={root / 'ImageSets' / 'val.txt'}", "type=png",
+            "progress=false", "workers=0", "overlays=1", f"out_dir={tmp_path / 'e'}"])
+    res = evaluate(cfg)
+    assert res["mIoU"] == pytest.approx(1.0)
+    assert list((tmp_path / "e" / "overlays").glob("*.png")) or list((tmp_path / "e" / "overlays").glob("*.jpg"))
