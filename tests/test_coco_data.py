@@ -129,6 +129,7 @@ def test_infer_then_pseudo_label_on_coco(coco, tmp_path):
     metrics = infer(cfg, model)
     ids = (root / "ImageSets" / "val.txt").read_text().split()
     assert sorted(p.stem for p in (tmp_path / "infer" / "pred").glob("*.png")) == ids
+    assert len(metrics["pred"]["IoU_seam"]) == 81  # scored against SegmentationClass/val2014
     cfg = _compose("pseudo_label", [f"scores_dir={tmp_path / 'infer' / 'scores'}", "split=val", "workers=0",
                                     "progress=false", f"out_dir={tmp_path / 'pl'}"], root, tmp_path)
     res = pseudo_label(cfg)

@@ -13,7 +13,7 @@ from PIL import Image
 
 from sbdgen import write_official, write_sbd_mat
 from wsss.data.formats import VOC_CLASSES, load_cls_labels_npy, read_split_list
-from wsss.prepare.voc import PrepareError, main, prepare
+from wsss.prepare.voc import PrepareError, prepare
 
 REPO = Path(__file__).resolve().parents[1]
 

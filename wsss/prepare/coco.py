@@ -270,3 +270,7 @@ def main(argv: Sequence[str] | None = None) -> int:
               file=sys.stderr)
         return 1
     return 0
+
+
+if __name__ == "__main__":  # python -m wsss.prepare.coco (an installed wsss has no scripts/ folder)
+    sys.exit(main())

@@ -194,3 +194,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     for note in res["notes"]:
         print(f"warning: {note}", file=sys.stderr)
     return 0
+
+
+if __name__ == "__main__":  # python -m wsss.prepare.voc (an installed wsss has no scripts/ folder)
+    sys.exit(main())
