@@ -35,6 +35,18 @@ def voc_root(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
+def coco_root(tmp_path_factory) -> Path:
+    """What scripts/prepare_coco.py writes from a generated COCO 2014 (tests/cocogen.py)."""
+    from cocogen import write_tiny_coco
+    from wsss.prepare.coco import prepare
+
+    base = tmp_path_factory.mktemp("coco")
+    write_tiny_coco(base / "COCO2014", size=(72, 80))
+    prepare(base / "COCO2014", base / "coco_wsss", workers=1, progress=False)
+    return base / "coco_wsss"
+
+
+@pytest.fixture(scope="module")
 def densepose_root(tmp_path_factory) -> Path:
     from wsss.data.densepose import write_synthetic_densepose
 
@@ -74,9 +86,11 @@ def _image_folder(voc_root: Path) -> Path:
     return root
 
 
-def _root_for(choices, voc_root, densepose_root, synthetic_root):
+def _root_for(choices, voc_root, densepose_root, synthetic_root, request=None):
     if choices["dataset"] == "image_folder":
         return _image_folder(voc_root)
+    if choices["dataset"] == "coco":
+        return request.getfixturevalue("coco_root")
     return {"voc": voc_root, "densepose": densepose_root}.get(choices["dataset"], synthetic_root)
 
 
@@ -85,22 +99,23 @@ def _mark(name: str, heavy: bool):
 
 
 @pytest.mark.parametrize("experiment", [_mark(e, True) for e in EXPERIMENTS])
-def test_experiment_trains_one_step(experiment, tmp_path, voc_root, densepose_root, synthetic_root):
+def test_experiment_trains_one_step(experiment, tmp_path, voc_root, densepose_root, synthetic_root, request):
     cfg, choices = compose_run([f"experiment={experiment}"] + SIZES, voc_root, tmp_path)
     assert choices["experiment"] == experiment
     with open_dict(cfg):
-        cfg.dataset.root = str(_root_for(choices, voc_root, densepose_root, synthetic_root))
+        cfg.dataset.root = str(_root_for(choices, voc_root, densepose_root, synthetic_root, request))
         if choices["dataset"] == "densepose":
             cfg.dataset.train_transforms[0]["scale_limit"] = [-0.1, 0.1]
         if choices["method"] == "deeplab":  # a second stage: the GT stands in for the pseudo labels it needs
-            cfg.dataset.pseudo_label_dir = str(voc_root / "SegmentationClassAug")
+            cfg.dataset.pseudo_label_dir = str(voc_root / "SegmentationClassAug") if choices["dataset"] != "coco" \
+                else str(Path(cfg.dataset.root) / "SegmentationClass" / "train2014")
     fast_dev_run(cfg)
 
 
 @pytest.mark.parametrize("group,option", [
     pytest.param(g, o, id=f"{g}={o}", marks=[pytest.mark.slow] if g == "backbone" and o in HEAVY_BACKBONES else [])
     for g, opts in GROUPS.items() for o in opts])
-def test_group_option_trains_one_step(group, option, tmp_path, voc_root, densepose_root, synthetic_root):
+def test_group_option_trains_one_step(group, option, tmp_path, voc_root, densepose_root, synthetic_root, request):
     """Each option with the defaults for everything else; dataset=voc for methods, supervisions and backbones,
     so that what runs is what `dataset=voc dataset.root=...` runs, not the synthetic preset."""
     dataset = option if group == "dataset" else "voc"
@@ -111,7 +126,7 @@ def test_group_option_trains_one_step(group, option, tmp_path, voc_root, densepo
         overrides.append(f"dataset.pseudo_label_dir={voc_root / 'SegmentationClassAug'}")
     cfg, choices = compose_run(overrides + SIZES, voc_root, tmp_path)
     with open_dict(cfg):
-        cfg.dataset.root = str(_root_for(choices, voc_root, densepose_root, synthetic_root))
+        cfg.dataset.root = str(_root_for(choices, voc_root, densepose_root, synthetic_root, request))
     fast_dev_run(cfg)
 
 

@@ -137,6 +137,12 @@ def env(tmp_path_factory):
         with open_dict(icfg):
             icfg.out_dir = str(base / f"scores_{split}")
         infer.run(icfg, load_method_checkpoint(ckpt))
+    from cocogen import write_tiny_coco  # /path/coco_wsss: what scripts/prepare_coco.py writes
+    from wsss.prepare.coco import prepare
+
+    write_tiny_coco(base / "COCO2014", size=(72, 80))
+    prepare(base / "COCO2014", base / "coco_wsss", workers=1, progress=False)
+    values["/path/coco_wsss"] = base / "coco_wsss"
     scores = base / "all_scores"
     for split in ("train_aug", "val"):
         shutil.copytree(base / f"scores_{split}" / "scores", scores, dirs_exist_ok=True)

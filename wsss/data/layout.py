@@ -7,10 +7,8 @@ DensePose (:mod:`wsss.data.densepose`) and a plain image folder (:mod:`wsss.data
 layouts. Per-pixel training targets beyond the GT (weak labels, segments, saliency) come from supervision
 loaders (:mod:`wsss.data.supervision`), which declare each target's :class:`~wsss.data.targets.TargetSpec`.
 
-A COCO 2014 layout would implement the same methods: ``split_ids`` from a list file or the instances
-JSON of ``train2014`` / ``val2014``; ``image_path`` under ``<split>2014/``; ``mask_dir`` /
-``mask_path`` for class-id PNGs rendered once from the instance polygons (81 classes, 255 on crowd
-regions); ``image_labels`` from the categories present in each image's annotations.
+MS COCO 2014 (:mod:`wsss.data.coco`, 81 classes) is a layout too: the files ``scripts/prepare_coco.py`` writes from
+the official archives, or the AFA/ToCo family's released masks and ``cls_labels_onehot.npy`` as they are.
 """
 from __future__ import annotations
 

@@ -19,6 +19,13 @@ from wsss.reporting import echo, format_table, value_line, warn
 log = logging.getLogger("wsss.evaluate")  # not __main__ under python -m
 
 
+def default_image_dir(gt_dir: Path) -> Path:
+    """The images beside a GT folder: VOC's ``JPEGImages``, or COCO's ``images/val2014`` for
+    ``SegmentationClass/val2014``."""
+    voc, coco = gt_dir.parent / "JPEGImages", gt_dir.parent.parent / "images" / gt_dir.name
+    return coco if not voc.is_dir() and coco.is_dir() else voc
+
+
 def run(cfg) -> dict:
     """The CLI without Hydra's decorator (callable from tests and other entry points)."""
     for key in ("pred_dir", "gt_dir", "list"):
@@ -27,7 +34,9 @@ def run(cfg) -> dict:
                              "gt_dir=ROOT/SegmentationClass list=LIST type=npy|png")
     num_classes, names = class_config(cfg)
     gt_dir = Path(cfg["gt_dir"])
-    check_class_names_file(gt_dir.parent, names)
+    # the data root's class_names.txt: beside the GT folder (VOC), or one level up (COCO's SegmentationClass/val2014)
+    root = next((d for d in (gt_dir.parent, gt_dir.parent.parent) if (d / "class_names.txt").is_file()), gt_dir.parent)
+    check_class_names_file(root, names)
     ids = read_split_list(cfg["list"])
     split = Path(str(cfg["list"])).stem
     curve = bool(cfg.get("curve", False))
@@ -67,7 +76,7 @@ def run(cfg) -> dict:
                  "threshold": res.get("threshold") if res["type"] == "npy" else None}
     examples = None
     if int(cfg.get("overlays") or 0) > 0:
-        image_dir = Path(str(cfg.get("image_dir") or gt_dir.parent / "JPEGImages"))
+        image_dir = Path(str(cfg.get("image_dir") or default_image_dir(gt_dir)))
         examples = write_examples(out_dir, ids, Path(str(cfg["pred_dir"])), gt_dir, str(cfg["type"]), num_classes,
                                   names, int(cfg.overlays), res.get("threshold"),
                                   image_of={i: image_dir / f"{i}.jpg" for i in ids},
@@ -80,7 +89,7 @@ def run(cfg) -> dict:
     logger_cfg = cfg.get("logger")
     if logger_cfg:
         image_dir = cfg.get("image_dir")
-        image_dir = Path(image_dir) if image_dir else gt_dir.parent / "JPEGImages"
+        image_dir = Path(image_dir) if image_dir else default_image_dir(gt_dir)
         count = int(cfg.get("overlay_count", 8))
         grid = overlay_examples(res, ids, image_dir if image_dir.is_dir() else None, count) if count > 0 else None
         log_wandb(logger_cfg, res, written, grid, examples, record.record)
