@@ -109,3 +109,22 @@ def test_wsfcn_learns_on_the_synthetic_set(tmp_path, synthetic_root, one_thread)
     assert cfg.method.eval_with_labels is False and cfg.method.inference.cls_threshold == 0.1
     metrics = fit(cfg)
     assert metrics["mIoU"] > start + 0.08, (metrics["mIoU"], start)
+
+
+def test_voc_recipe_builds_the_reference_optimiser(tmp_path):
+    """experiment=wsfcn_voc: resnet38d levels b3 / conv6, frozen stem and b2*, plain SGD lr 1e-3 momentum 0.9 with
+    groups 1x / 20x / 40x (no backbone biases exist), new biases without decay, constant lr, 31 epochs of 16 x 321."""
+    cfg = compose_train_cfg(tmp_path, None, ["experiment=wsfcn_voc", "dataset.root=/nonexistent"])
+    assert cfg.trainer.max_epochs == 31 and cfg.dataset.batch_size == 16 and cfg.dataset.crop_size == 321
+    assert cfg.method.scheduler.name == "constant" and cfg.method.seg_start_epoch == 7
+    model = build_method(cfg)
+    assert model.levels == VOC_FEATURES and model.sg_psi == 0.3 and model.pamr_iter == 10
+    groups = model.param_groups()
+    assert [g["lr"] for g in groups] == pytest.approx([1e-3, 2e-2, 4e-2])
+    assert [g["weight_decay"] for g in groups] == [5e-4, 5e-4, 0.0]
+    assert model.optim_cfg["momentum"] == 0.9
+    assert all(not p.requires_grad for n, p in model.named_parameters() if n.startswith(("backbone.conv1a", "backbone.b2")))
+    # the reference's groups (base_net.py parameter_groups, measured): 35 backbone weight tensors, 51 new weights
+    # (FCA / align1 / sf2 / last_conv convs and BN weights) and 25 new biases, less FCA's 4 unused BN pairs
+    assert [len(g["params"]) for g in groups] == [35, 51 - 4, 25 - 4]
+    assert model.inference["pad_size"] == [1024, 1024] and model.inference["crf"] == "wsfcn"
