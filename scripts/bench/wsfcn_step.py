@@ -14,6 +14,24 @@ single batch of 8 instead) followed by ``MergeMultiScale._merge_masks``. Ratios 
 The reference export is never part of this repository; the script patches nothing in it (its ImageNet weight load is
 replaced by a no-op at run time). Without ``--ref`` only wsss is timed. On CPU the clock is the process's CPU time
 with one thread (default ``--threads 1``), so other jobs on a shared machine do not inflate it.
+
+Recorded 2026-12-04, torch 2.14 CPU, resnet38d, 1 thread, machine load ~10 (``python scripts/bench/wsfcn_step.py
+--ref /work/scratch_wsfcn --iters 2``: 64-px crops, batch 2; one 41x31 image, pad 128):
+
+    training step               img/s   vs reference
+    reference fp32 NCHW         1.711   x1.00
+    wsss fp32 NCHW              1.728   x1.01
+    wsss fp32 channels_last     1.304   x0.76
+    wsss bf16 NCHW              2.359   x1.38
+    wsss bf16 channels_last     1.852   x1.08
+    inference, 8 padded views   s/img   vs reference (8 separate views)
+    reference fp32              4.320   x1.00
+    wsss fp32 (one batch)       3.937   x1.10
+    wsss bf16 (one batch)       1.743   x2.48
+
+The step is the shared ResNet-38 and decoder convolutions, identical work in both; wsss's PAMR shifts by slicing
+instead of three convolutions with one-hot kernels. No GPU run: this session's device time was not enough to start
+one (the 321-px / 1024-pad numbers on a GPU are still to be measured with the second command above).
 """
 from __future__ import annotations
 
