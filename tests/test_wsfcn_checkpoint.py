@@ -147,3 +147,15 @@ def test_infer_cli_with_the_release_file_writes_the_reference_outputs(tmp_path):
                                   np.asarray(Image.open(FIX / f"reference_{kind}_{name}.png"))), (kind, name)
     settings = json.loads((out / "settings.json").read_text())
     assert settings["pad_size"] == [pad, pad] and settings["classes"] == "predicted"
+
+
+def test_wsss_infer_recognises_the_release_without_method(tmp_path):
+    """A file with the release's layout passed without method= is answered with `add method=wsfcn`; RTC's importer
+    names it too."""
+    from wsss.checkpoints import rtc as rtc_ckpt
+    from wsss.inference.loading import guess_release
+
+    path = tmp_path / "model_enc_e018Xs0.905.pth"
+    torch.save({k: torch.zeros(1) for k in wsfcn_ckpt.SIGNATURE + ("conv1a.weight", "b2.bn_branch2a.weight")}, path)
+    assert "add method=wsfcn" in guess_release(path)
+    assert "method=wsfcn" in rtc_ckpt.describe(torch.load(path))
