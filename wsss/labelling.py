@@ -199,7 +199,7 @@ def fused_pseudo_labels(model, cfg, layout: Layout, out_dir: Path, preset: CRFPr
     by_id = {it["id"]: it for it in todo}
 
     def on_image(name, label, fg):
-        keys = stored_classes(label, recipe["classes"], fg.shape[0])
+        keys = stored_classes(label, recipe["classes"], fg.shape[0], fg)
         jobs.submit(task(by_id[name], {k: fg[k] for k in keys}))
 
     try:

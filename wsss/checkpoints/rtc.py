@@ -58,6 +58,8 @@ def describe(obj) -> str:
         name = info.get("method", "unknown method") if isinstance(info, Mapping) else "unknown method"
         return (f"a Lightning checkpoint of wsss method '{name}'; pass it as a wsss checkpoint "
                 f"(ckpt=..., with method={name}), not as an official RTC file")
+    if {"fca.conv1.weight", "align1.flow_make.weight"} <= ks:
+        return "the WS-FCN release (model_enc_e018Xs0.905.pth); load it with method=wsfcn"
     if "model" in keys and isinstance(obj.get("model"), Mapping):
         return "a wrapped checkpoint {'model': state_dict, ...} (ws-fcn / 1-stage-wseg style), not RTC"
     if any(k.startswith(("conv1a.", "b2.")) for k in ks):

@@ -54,6 +54,7 @@ def inference_settings(cfg, model, recipe: dict, preset) -> dict:
             "split": str(cfg.split), "dataset_root": str(Path(str(cfg.dataset.root)).expanduser().absolute()),
             "num_classes": int(model.num_classes), "class_names": list(model.class_names),
             **{k: recipe[k] for k in RECIPE_KEYS}, "aggregation": model.score_aggregation,
+            **({"pad_size": recipe["pad_size"]} if recipe.get("pad_size") else {}),
             "background": {k: v for k, v in dict(model.bg).items() if k in RULE_KEYS},
             "crf": preset_settings(preset), "precision": str(cfg.precision),
             **{key: fingerprint(cfg[key]) if cfg.get(key) else None for key in tool_owners()}}
@@ -96,8 +97,12 @@ def crf_job(task: dict) -> str:
     return task["out"]
 
 
-def stored_classes(label: Optional[torch.Tensor], mode: str, num_fg: int) -> List[int]:
-    if mode == "all" or label is None:
+def stored_classes(label: Optional[torch.Tensor], mode: str, num_fg: int, fg: Optional[np.ndarray] = None) -> List[int]:
+    """Foreground classes stored of an image: ``all``, its image-level ``label``'s, or the ``predicted`` ones (a
+    method that predicts the classes itself, WS-FCN, zeroes the maps of the others)."""
+    if mode == "predicted" and fg is not None:
+        return [k for k in range(num_fg) if np.any(fg[k])]
+    if mode in ("all", "predicted") or label is None:
         return list(range(num_fg))
     return [int(k) for k in torch.nonzero(label > 0.5).flatten()]
 
@@ -106,7 +111,7 @@ def write_image_outputs(model, recipe: dict, name: str, label, agg: torch.Tensor
                         paths: Dict[str, Path], crf, crf_task: dict, output: Optional[str] = None) -> None:
     """Score dict, prediction PNG and (queued) CRF label of one image from its aggregated raw scores of
     ``output`` (None: the seed output)."""
-    keys = stored_classes(label, recipe["classes"], fg.shape[0])
+    keys = stored_classes(label, recipe["classes"], fg.shape[0], fg)
     if "scores" in paths:  # wsss.predict stores them only with save_scores=true
         save_score_dict(paths["scores"], {k: fg[k] for k in keys}, "npz16" if paths["scores"].suffix == ".npz" else "npy")
     full = model.finalize_scores(agg[None], output)[0].float()

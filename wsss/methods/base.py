@@ -44,6 +44,7 @@ INFERENCE_DEFAULTS = {
     "pred_with_labels": None,  # restrict pred/ID.png to labelled classes (None: eval_with_labels)
     "crf": "none",            # conf/crf preset applied by wsss.infer when crf= is not given
     "cls_threshold": 0.5,     # wsss.predict: a class is in the image when image_label_probs exceeds this
+    "pad_size": None,         # [H, W]: methods that pad every view centred to a fixed canvas (WS-FCN's TEST.PAD_SIZE)
 }
 
 
@@ -59,8 +60,12 @@ def inference_recipe(inference: Mapping | None, eval_with_labels: bool) -> dict:
     if recipe["resize"] not in ("pil_bicubic", "bilinear", "cv2_bilinear"):
         raise ValueError(f"method.inference.resize must be pil_bicubic, bilinear or cv2_bilinear, "
                          f"not {recipe['resize']!r}")
-    if recipe["classes"] not in ("label", "all"):
-        raise ValueError(f"method.inference.classes must be label or all, not {recipe['classes']!r}")
+    if recipe["classes"] not in ("label", "all", "predicted"):
+        raise ValueError(f"method.inference.classes must be label, all or predicted, not {recipe['classes']!r}")
+    if recipe["pad_size"] is not None:
+        recipe["pad_size"] = [int(s) for s in recipe["pad_size"]]
+        if len(recipe["pad_size"]) != 2 or min(recipe["pad_size"]) < 1:
+            raise ValueError(f"method.inference.pad_size must be [height, width], not {recipe['pad_size']}")
     return recipe
 
 

@@ -85,6 +85,18 @@ def image_affinity(image: torch.Tensor, dilations: Sequence[int], w2: float = 0.
     return torch.softmax(aff, dim=2) - w2 * torch.softmax(grad, dim=2)
 
 
+def pamr_affinity(image: torch.Tensor, dilations: Sequence[int], std_scale: float = 0.1) -> torch.Tensor:
+    """Neighbour weights ``B x 1 x P x H x W`` of 1-stage-wseg's PAMR (``models/mods/pamr.py``, used by WS-FCN):
+    softmax over neighbours of -|x - x_n| / (1e-8 + ``std_scale`` x local std), averaged over channels; the std
+    is taken over the centre and its 8 neighbours at every dilation (unbiased)."""
+    nb = dilated_neighbours(image, dilations)
+    centre = image.unsqueeze(2)
+    taps = torch.cat([nb, centre.expand(-1, -1, len(dilations), -1, -1)], dim=2)
+    std = taps.std(dim=2, keepdim=True)
+    aff = -(nb - centre).abs() / (1e-8 + std_scale * std)
+    return torch.softmax(aff.mean(dim=1, keepdim=True), dim=2)
+
+
 def propagate(masks: torch.Tensor, affinity: torch.Tensor, dilations: Sequence[int], num_iter: int) -> torch.Tensor:
     """``num_iter`` times: each pixel becomes the affinity-weighted sum of its neighbours (accumulated
     shift by shift rather than materialising the ``P``-fold neighbour stack)."""
