@@ -218,6 +218,13 @@ class SPMLModule(WSSSModule):
         embeddings resized to the input, normalised, then classified."""
         return F.softmax(self.logits(self.embed(image, size=image.shape[-2:])), dim=1)
 
+    def random_walk_scores(self, image: Tensor, tags: np.ndarray, settings=None) -> np.ndarray:
+        """``pseudo_softmaxrw_crf.py``'s walked class maps of one normalised image (``wsss.pseudo_label
+        refine=random_walk``; :mod:`wsss.methods.spml_random_walk`)."""
+        from wsss.methods.spml_random_walk import RandomWalkSettings, random_walk_scores
+
+        return random_walk_scores(self, image, tags, settings or RandomWalkSettings())
+
     # ----- the reference's test-time flow (pyscripts/inference/inference_softmax{,_msc}.py) -----------------
     def sliding_window_average(self, image: Tensor, per_window, channels_last: bool = False) -> Tensor:
         """``per_window(x)`` over the reference's test windows, averaged where they overlap: the image is
