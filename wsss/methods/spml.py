@@ -382,6 +382,8 @@ class SPMLModule(WSSSModule):
         if "mask" not in batch:
             raise KeyError("method.stage=2 trains the classifier on pseudo labels: the batch has no 'mask'; set "
                            "dataset.pseudo_label_dir=DIR (e.g. python -m wsss.pseudo_label ... refine=random_walk)")
+        self.backbone.eval()  # fixed BN statistics whatever mode the trainer set (train_classifier.py:115)
+        self.head.eval()
         with torch.no_grad():
             emb = self.embed(batch["image"])
         target = batch["mask"].long()
