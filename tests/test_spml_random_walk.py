@@ -102,6 +102,17 @@ def test_cli_on_the_authors_stage1_layout(tmp_path, release_zero_bias):
         np.testing.assert_array_equal(read_label_png(tmp_path / "PL" / f"{name}.png"), REF[f"{name}_pseudo_label"])
 
 
+def test_settings_are_the_config_and_refuse_unknown_keys():
+    from omegaconf import OmegaConf
+
+    from conftest import CONF_DIR
+
+    cfg = OmegaConf.to_container(OmegaConf.load(CONF_DIR / "refine" / "random_walk.yaml"))
+    assert RandomWalkSettings.from_config(cfg) == RandomWalkSettings()  # the YAML holds the reference's values
+    with pytest.raises(ValueError, match="unknown keys \\['steps'\\]"):
+        RandomWalkSettings.from_config({"steps": 6})
+
+
 def test_refine_needs_a_model(tmp_path, synthetic_root):
     from omegaconf import OmegaConf
 

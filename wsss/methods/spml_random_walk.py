@@ -35,6 +35,9 @@ class RandomWalkSettings:
     def from_config(cls, cfg: Optional[Mapping]) -> "RandomWalkSettings":
         cfg = dict(cfg or {})
         known = {f.name for f in fields(cls)}
+        unknown = set(cfg) - known - {"name", "tags_dir"}
+        if unknown:
+            raise ValueError(f"refine: unknown keys {sorted(unknown)}; known: {sorted(known | {'name', 'tags_dir'})}")
         return cls(**{k: v for k, v in cfg.items() if k in known})
 
 
