@@ -92,8 +92,8 @@ def test_cli_on_the_authors_stage1_layout(tmp_path, release_zero_bias):
     (stage1 / "model-29999.pth").symlink_to(release_zero_bias)  # the authors' stage-1 snapshot layout
     crop = int(REF["crop"])
     proc = subprocess.run(
-        [sys.executable, "-m", "wsss.pseudo_label", "method=spml", f"ckpt={stage1}", f"dataset.root={root}",
-         "split=train_aug", f"out_dir={tmp_path / 'PL'}", "refine=random_walk", "crf=spml",
+        [sys.executable, "-m", "wsss.pseudo_label", "method=spml", f"ckpt={stage1}", "dataset=voc",
+         f"dataset.root={root}", "split=train_aug", f"out_dir={tmp_path / 'PL'}", "refine=random_walk", "crf=spml",
          f"refine.tags_dir={root / 'tags'}", f"method.test_crop_size={crop}", f"method.test_stride={crop}",
          "device=cpu", "progress=false", "workers=0", "threads=1"],
         cwd=tmp_path, capture_output=True, text=True, timeout=600)
