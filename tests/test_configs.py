@@ -76,6 +76,37 @@ def fast_dev_run(cfg) -> None:
     assert trainer.global_step == 1, trainer.global_step
 
 
+def stage1_checkpoint(cfg, path: Path) -> Path:
+    """A wsss stage-1 checkpoint of ``cfg``'s SPML architecture (seeded, untrained) for a stage-2 recipe's
+    ``method.weights``: what ``python -m wsss.train experiment=spml_voc_X`` leaves in checkpoints/last.ckpt."""
+    import pytorch_lightning as pl
+    import torch
+
+    stage1 = cfg.copy()
+    with open_dict(stage1):
+        stage1.method.stage = 1
+        stage1.method.weights = None
+    model = build_method(stage1)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"state_dict": model.state_dict(), "hyper_parameters": dict(model.hparams),
+                "pytorch-lightning_version": pl.__version__,
+                "wsss": {"method": "spml", "target": "wsss.methods.spml.SPMLModule"}}, path)
+    return path
+
+
+def _second_stage_inputs(cfg, voc_root: Path, tmp_path: Path) -> None:
+    """The GT stands in for the pseudo labels a second stage needs; SPML's stage 2 also gets a stage-1 checkpoint."""
+    with open_dict(cfg):
+        if cfg.method._target_.endswith("DeepLabModule") or cfg.method.get("stage") == 2:
+            coco = cfg.dataset._target_.endswith("COCODataModule")
+            cfg.dataset.pseudo_label_dir = str(Path(cfg.dataset.root) / "SegmentationClass" / "train2014") if coco \
+                else str(voc_root / "SegmentationClassAug")
+        if cfg.method.get("stage") == 2:
+            weights = Path(str(cfg.method.weights)) if cfg.method.get("weights") not in (None, "???") else \
+                tmp_path / "stage1.ckpt"
+            cfg.method.weights = str(stage1_checkpoint(cfg, weights))
+
+
 def _image_folder(voc_root: Path) -> Path:
     """conf/dataset/image_folder.yaml's folder names over the VOC fixture's files."""
     root = voc_root.parent / "image_folder"
@@ -106,9 +137,7 @@ def test_experiment_trains_one_step(experiment, tmp_path, voc_root, densepose_ro
         cfg.dataset.root = str(_root_for(choices, voc_root, densepose_root, synthetic_root, request))
         if choices["dataset"] == "densepose":
             cfg.dataset.train_transforms[0]["scale_limit"] = [-0.1, 0.1]
-        if choices["method"] == "deeplab":  # a second stage: the GT stands in for the pseudo labels it needs
-            cfg.dataset.pseudo_label_dir = str(voc_root / "SegmentationClassAug") if choices["dataset"] != "coco" \
-                else str(Path(cfg.dataset.root) / "SegmentationClass" / "train2014")
+    _second_stage_inputs(cfg, voc_root, tmp_path)  # a second stage: GT as pseudo labels, a stage-1 checkpoint
     fast_dev_run(cfg)
 
 
@@ -169,9 +198,7 @@ def test_pipeline_recipe_stages_compose_and_train_one_step(pipeline, tmp_path, v
         overrides = [a for a in argv[argv.index("-m") + 2:] if not a.startswith("hydra.")]
         if tool == "train":
             cfg, _ = compose_run(overrides + SIZES, voc_root, tmp_path / stage)
-            if cfg.method._target_.endswith("DeepLabModule"):
-                with open_dict(cfg):
-                    cfg.dataset.pseudo_label_dir = str(voc_root / "SegmentationClassAug")
+            _second_stage_inputs(cfg, voc_root, tmp_path / stage)
             fast_dev_run(cfg)
         else:
             GlobalHydra.instance().clear()

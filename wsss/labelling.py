@@ -220,7 +220,8 @@ def background_summary(preset: CRFPreset, bg: Optional[Background]) -> dict:
 
 def format_report(res: dict) -> str:
     b = res["background"]
-    value = f"threshold={b['threshold']:g}" if b["rule"] == "threshold" else f"alpha={b['alpha']:g}"
+    value = (f"threshold={b['threshold']:g}" if b["rule"] == "threshold" else
+             f"alpha={b['alpha']:g}" if b["rule"] == "power" else "(predicted)")
     lines = [f"pseudo labels: {res['written']} written, {res['kept']} kept (already there) -> {res['out_dir']}",
              f"crf={res['crf']}  background: {b['rule']} {value} (from {b['source']})"]
     if not res["num_scored"]:
@@ -278,6 +279,10 @@ def log_wandb(logger_cfg, res: dict, layout: Layout, ids: Sequence[str], count: 
 def run(cfg, model=None) -> dict:
     """The CLI without Hydra's decorator (callable from tests and other entry points); with ``model`` (the
     entry point's ``ckpt=``), fused: inference and labelling together (:func:`fused_pseudo_labels`)."""
+    refine = str((cfg.get("refine") or {}).get("name") or "none")
+    if refine != "none" and model is None:
+        raise ValueError(f"refine={refine} needs the model: pass ckpt=CKPT (a wsss checkpoint, or an authors' release "
+                         "with method=NAME) instead of scores_dir=")
     for key in (("split",) if model is not None else ("scores_dir", "split")):
         if cfg.get(key) in (None, "", "???"):
             raise ValueError(f"{key}=... is required: python -m wsss.pseudo_label scores_dir=DIR (or ckpt=CKPT) "
@@ -285,7 +290,8 @@ def run(cfg, model=None) -> dict:
     num_classes, names = class_config(cfg)
     preset = CRFPreset.from_config(cfg.get("crf"))
     bg = Background.from_config(cfg.get("bg"))
-    if preset.enabled and preset.background is not None and bg is not None and bg != preset.background:
+    if refine == "none" and preset.enabled and preset.background is not None and bg is not None \
+            and bg != preset.background:
         log.info("crf=%s brings its own background rule %s; bg=%s is not used (crf.background=null to use it)",
                  preset.name, preset.background, bg)
     layout = dataset_layout(cfg)
@@ -295,7 +301,11 @@ def run(cfg, model=None) -> dict:
     record = None if not is_main() else RunRecord.start_tool(out_dir, "pseudo_label", details={
         "scores_dir": cfg.get("scores_dir"), "ckpt": cfg.get("ckpt") if model is not None else None,
         "split": str(cfg.split), "crf": preset.name})
-    if model is not None:
+    if refine != "none":
+        from wsss.random_walk_labelling import random_walk_pseudo_labels
+
+        res = random_walk_pseudo_labels(model, cfg, layout, out_dir, preset, num_classes, names)
+    elif model is not None:
         res = fused_pseudo_labels(model, cfg, layout, out_dir, preset, bg, num_classes, names)
     else:
         res = make_pseudo_labels(layout, cfg.split, cfg.scores_dir, out_dir, preset, bg, num_classes, names,

@@ -134,7 +134,8 @@ class SPMLModule(WSSSModule):
     release = Release(load=spml_release.load_official_into, detect=spml_release.is_official,
                       experiment=spml_release.official_experiment, title="an SPML release",
                       locate=spml_release.find_checkpoint_file)
-    recipes = ("spml_voc_tag", "spml_voc_box", "spml_voc_scribble", "spml_voc_point", "spml_densepose_point")
+    recipes = ("spml_voc_tag", "spml_voc_box", "spml_voc_scribble", "spml_voc_point", "spml_densepose_point",
+               "spml_voc_tag_stage2", "spml_voc_box_stage2")
     #: ``retrieval_memory=FILE`` (wsss.infer): segment retrieval against a ``wsss.spml_memory`` file
     tools = {"retrieval_memory": "set_retrieval_memory"}
 
@@ -150,7 +151,7 @@ class SPMLModule(WSSSModule):
                  test_stride: Union[int, Sequence[int]] = 512, test_image_size: int = 0,
                  sync_prototypes: bool = True, val_multiscale: bool = False, track_train_seeds: int = 0,
                  retrieval_memory: Optional[str] = None, retrieval_num_clusters: Sequence[int] = (12, 12),
-                 retrieval_top_k: int = 20):
+                 retrieval_top_k: int = 20, stage: int = 1):
         super().__init__(backbone=backbone, num_classes=num_classes, class_names=class_names,
                          bg=bg or {"rule": "learned"}, optim=optim, scheduler=scheduler,
                          eval_with_labels=eval_with_labels, log_images=log_images, inference=inference,
@@ -196,8 +197,55 @@ class SPMLModule(WSSSModule):
             for name, p in self.backbone.named_parameters():
                 if not any(name == t or name.startswith(t + ".") for t in self.trainable_backbone):
                     p.requires_grad_(False)
+        if int(stage) not in (1, 2):
+            raise ValueError(f"method.stage must be 1 (embedding + head, train.py) or 2 (the classifier alone on "
+                             f"pseudo labels, train_classifier.py), got {stage}")
+        self.stage = int(stage)
+        if self.stage == 2:  # train_classifier.py: the embedding network is fixed (no_grad, eval mode)
+            for p in list(self.backbone.parameters()) + list(self.head.parameters()):
+                p.requires_grad_(False)
         if weights:
-            self.load_official(weights)
+            if self.stage == 2:
+                self.load_stage1_embedding(weights)
+            else:
+                self.load_official(weights)
+
+    def load_stage1_embedding(self, path: str) -> None:
+        """Stage 2 starts from stage 1's embedding network only, its classifier new (``train_classifier.py:97-103``
+        loads ``['embedding_model']`` of ``config.network.pretrained``). ``path``: a wsss stage-1 checkpoint or an
+        authors' ``model-*.pth`` (or its folder)."""
+        from pathlib import Path
+
+        from wsss.inference.loading import read_wsss_checkpoint_info
+
+        file = Path(str(path)).expanduser()
+        if not file.exists():
+            raise FileNotFoundError(f"method.weights={file}: no such stage-1 checkpoint (a wsss SPML checkpoint, e.g. "
+                                    "outputs/.../checkpoints/last.ckpt, or the authors' stage1/model-*.pth)")
+        info = read_wsss_checkpoint_info(file)
+        if info is not None:
+            if info.get("method") != "spml":
+                raise ValueError(f"method.weights={file} is a checkpoint of method '{info.get('method')}', not an "
+                                 "SPML stage-1 model")
+            state = torch.load(file, map_location="cpu", weights_only=False)["state_dict"]
+        else:
+            state, file = spml_release.read_official(file)
+        for prefix in ("backbone", "head"):
+            sub = {k[len(prefix) + 1:]: v for k, v in state.items() if k.startswith(prefix + ".")}
+            try:
+                getattr(self, prefix).load_state_dict(sub, strict=True)
+            except RuntimeError as exc:
+                raise ValueError(f"method.weights={file}: its {prefix} does not fit this model ({exc}); stage 2 "
+                                 "needs the backbone, head and embedding_dim of stage 1") from exc
+        log.info("stage 2: embedding network from %s, classifier initialised anew", file)
+
+    def train(self, mode: bool = True):
+        """Stage 2 keeps the embedding network in eval mode (fixed BN statistics), as ``train_classifier.py:115``."""
+        super().train(mode)
+        if self.stage == 2:
+            self.backbone.eval()
+            self.head.eval()
+        return self
 
     # ----- network ------------------------------------------------------------------------------
     def embed(self, image: Tensor, size: Optional[Sequence[int]] = None) -> Tensor:
@@ -217,6 +265,13 @@ class SPMLModule(WSSSModule):
         """Class probabilities (background first) at the input size, as the reference predicts:
         embeddings resized to the input, normalised, then classified."""
         return F.softmax(self.logits(self.embed(image, size=image.shape[-2:])), dim=1)
+
+    def random_walk_scores(self, image: Tensor, tags: np.ndarray, settings=None) -> np.ndarray:
+        """``pseudo_softmaxrw_crf.py``'s walked class maps of one normalised image (``wsss.pseudo_label
+        refine=random_walk``; :mod:`wsss.methods.spml_random_walk`)."""
+        from wsss.methods.spml_random_walk import RandomWalkSettings, random_walk_scores
+
+        return random_walk_scores(self, image, tags, settings or RandomWalkSettings())
 
     # ----- the reference's test-time flow (pyscripts/inference/inference_softmax{,_msc}.py) -----------------
     def sliding_window_average(self, image: Tensor, per_window, channels_last: bool = False) -> Tensor:
@@ -313,10 +368,30 @@ class SPMLModule(WSSSModule):
                 "(supervision.loader.segments_dir, VOC: hed/)")
 
     def training_losses(self, batch: dict) -> Dict[str, Tensor]:
+        if self.stage == 2:
+            return self.classifier_losses(batch)
         self._check_batch(batch)
         image = batch["image"]
         return self.losses_from_embedding(self.embed(image), image, batch["weak"].long(), batch["segments"].long(),
                                           batch["cls"].float())
+
+    def classifier_losses(self, batch: dict) -> Dict[str, Tensor]:
+        """Stage 2 (``train_classifier.py:139-152``, ``softmax_classifier.py:52-77``): the fixed embedding (x2, not
+        resized to the input), the classifier's logits bilinear to the label size, CE on the pseudo labels (labels
+        >= num_classes ignored)."""
+        if "mask" not in batch:
+            raise KeyError("method.stage=2 trains the classifier on pseudo labels: the batch has no 'mask'; set "
+                           "dataset.pseudo_label_dir=DIR (e.g. python -m wsss.pseudo_label ... refine=random_walk)")
+        self.backbone.eval()  # fixed BN statistics whatever mode the trainer set (train_classifier.py:115)
+        self.head.eval()
+        with torch.no_grad():
+            emb = self.embed(batch["image"])
+        target = batch["mask"].long()
+        logits = F.interpolate(self.logits(emb), size=target.shape[-2:], mode="bilinear", align_corners=False)
+        target = torch.where(target >= self.num_classes, torch.full_like(target, IGNORE), target)
+        if not (target != IGNORE).any():
+            return {"ce": logits.sum() * 0.0}
+        return {"ce": F.cross_entropy(logits.float(), target, ignore_index=IGNORE)}
 
     def losses_from_embedding(self, emb: Tensor, image: Tensor, weak: Tensor, regions: Tensor,
                               cls: Tensor) -> Dict[str, Tensor]:

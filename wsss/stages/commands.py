@@ -61,7 +61,21 @@ def threshold_command(cfg, run_dir: Path) -> List[str]:
             f"out_dir={run_dir / 'threshold'}"]
 
 
+def refine_of(cfg) -> str:
+    """``pseudo.refine``: ``none`` (scores -> calibrated threshold -> CRF) or a model-based refinement such as SPML's
+    ``random_walk``, which labels from the seed network itself (no scores or threshold stage)."""
+    return str(cfg.pseudo.get("refine") or "none")
+
+
 def pseudo_label_command(cfg, run_dir: Path) -> List[str]:
+    refine = refine_of(cfg)
+    if refine != "none":
+        args = [*_python(cfg), "-m", "wsss.pseudo_label", f"ckpt={seed_ckpt(cfg, run_dir)}", *_dataset_args(cfg),
+                f"split={cfg.pseudo.split}", f"refine={refine}", f"crf={cfg.pseudo.crf}",
+                f"out_dir={run_dir / 'pseudo_label'}", *map(str, cfg.pseudo.extra)]
+        if cfg.seed_network.get("method"):
+            args.append(f"method={cfg.seed_network.method}")
+        return args
     chosen = json.loads((run_dir / "threshold" / "metrics.json").read_text())["calibrated"]["threshold"]
     return [*_python(cfg), "-m", "wsss.pseudo_label", f"scores_dir={run_dir / 'scores' / 'scores'}",
             *_dataset_args(cfg), f"split={cfg.pseudo.split}", f"bg.threshold={chosen}", f"crf={cfg.pseudo.crf}",
@@ -74,6 +88,8 @@ def second_stage_command(cfg, run_dir: Path) -> List[str]:
             f"hydra.run.dir={run_dir / 'second_stage'}"]
     if cfg.second_stage.get("weights"):
         args.append(f"backbone.weights={cfg.second_stage.weights}")
+    if cfg.second_stage.get("from_seed"):  # e.g. SPML's stage 2: the seed network's embedding, a new classifier
+        args.append(f"method.weights={seed_ckpt(cfg, run_dir)}")
     return args
 
 

@@ -13,7 +13,8 @@ from omegaconf import OmegaConf
 from wsss.data.formats import read_split_list, write_split_list
 from wsss.provenance import RunRecord
 from wsss.reporting import echo
-from wsss.stages.commands import COMMANDS, STAGES, dataset_root, resume_args, seed_ckpt, split_calibration
+from wsss.stages.commands import (COMMANDS, STAGES, dataset_root, refine_of, resume_args, seed_ckpt,
+                                  split_calibration)
 from wsss.stages.records import check_same_command, read_record, write_record, write_report
 
 log = logging.getLogger("wsss.pipeline")
@@ -49,6 +50,11 @@ def run_stage(cfg, stage: str, run_dir: Path) -> None:
         echo(f"[seed] skipped: the seed network is seed_network.ckpt={cfg.seed_network.ckpt}", logger=log)
         write_record(run_dir, stage, ["seed_network.ckpt", str(cfg.seed_network.ckpt)], 0.0,
                      note=f"given: {cfg.seed_network.ckpt}")
+        return
+    if stage in ("scores", "threshold") and refine_of(cfg) != "none":
+        echo(f"[{stage}] skipped: pseudo.refine={refine_of(cfg)} labels from the seed network itself", logger=log)
+        write_record(run_dir, stage, [f"pseudo.refine={refine_of(cfg)}"], 0.0,
+                     note=f"not needed with pseudo.refine={refine_of(cfg)}")
         return
     if stage == "threshold":
         prepare_threshold_lists(cfg, run_dir)
