@@ -116,7 +116,10 @@ class SegmentationDataset(Dataset):
                 continue
             spec = self.targets.get(key)
             if spec is not None:
-                value = torch.from_numpy(np.ascontiguousarray(value).astype(spec.dtype))
+                value = np.ascontiguousarray(value).astype(spec.dtype)
+                if spec.value_range is not None:
+                    value = np.clip(value, *spec.value_range)
+                value = torch.from_numpy(value)
             result[key] = value
         return result
 
