@@ -119,7 +119,8 @@ def method_optim(method: str, **overrides) -> dict:
 
     from wsss.paths import config_dir
 
-    node = OmegaConf.load(Path(config_dir()) / "method" / f"{method}.yaml").optim
+    node = OmegaConf.load(Path(config_dir()) / "method" / f"{method}.yaml")
+    node = node.method.optim if "_target_" not in node else node.optim  # `@package _global_` methods (EPS, HSC)
     return {**OmegaConf.to_container(node), **overrides}
 
 
