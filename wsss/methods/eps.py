@@ -21,10 +21,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from wsss.checkpoints import hsc as releases
+
 from . import eps_losses
 from .base import WSSSModule
 from .contract import OutputSpec
-from .registry import register_method
+from .registry import Release, register_method
 
 
 @register_method
@@ -34,6 +36,10 @@ class EPSModule(WSSSModule):
     outputs = (OutputSpec("cam", has_background=False, normalize="max"),)
     seed_output = "cam"
     recipes = ("eps_voc",)
+    release = Release(load=releases.load_eps_into, detect=releases.is_official_eps, experiment=releases.eps_experiment,
+                      title="the EPS release (checkpoint_cls.pth)")
+    #: every loss term and its default weight: loss = loss_cls + loss_sal (``module/train.py:65``)
+    loss_terms = {"cls": 1.0, "sal": 1.0}
 
     def __init__(self, *args, tau: float = 0.4, lam: float = 0.5, feature: Optional[str] = None,
                  loss_weights: Optional[Dict[str, float]] = None, **kwargs):
@@ -47,7 +53,7 @@ class EPSModule(WSSSModule):
         # fc8: 1x1, no bias, Xavier (network/resnet38_eps.py:12-14); C+1 outputs, background last
         self.classifier = nn.Conv2d(self.backbone.channels[self.feature], self.num_classes, 1, bias=False)
         nn.init.xavier_uniform_(self.classifier.weight)
-        weights = {"cls": 1.0, "sal": 1.0}   # loss = loss_cls + loss_sal (module/train.py:65)
+        weights = dict(self.loss_terms)
         unknown = set(loss_weights or {}) - set(weights)
         if unknown:
             raise ValueError(f"method.loss_weights: unknown terms {sorted(unknown)}; {self.method_name} has "
