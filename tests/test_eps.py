@@ -54,13 +54,14 @@ def test_eps_needs_saliency_in_the_batch(tmp_path, synthetic_root):
 
 
 @pytest.mark.slow
-def test_eps_learns_on_the_synthetic_set(tmp_path, synthetic_root, one_thread):
-    """`python -m wsss.train method=eps` (its preset) for 40 epochs on the test-sized synthetic set. Measured with this
-    setting: EPS 0.45 val mIoU; the CAM baseline 0.30 (40 epochs) / 0.34 (25 epochs, test_train.py); the constant
-    background floor ~0.13."""
+@pytest.mark.parametrize("method", ["eps", "hsc"])
+def test_learns_on_the_synthetic_set(tmp_path, synthetic_root, one_thread, method):
+    """`python -m wsss.train method=eps|hsc` (their presets) for 40 epochs on the test-sized synthetic set. Measured
+    with this setting: EPS 0.45 and HSC 0.42 val mIoU (HSC's own terms beyond EPS not yet in: it trains EPS's terms on
+    its network); the CAM baseline 0.30 (40 epochs) / 0.34 (25 epochs, test_train.py); constant background ~0.13."""
     cfg = compose_train_cfg(tmp_path, synthetic_root, [
-        "method=eps", "trainer.max_epochs=40", "trainer.check_val_every_n_epoch=40", "trainer.enable_progress_bar=false",
-        "dataset.num_workers=0", "dataset.batch_size=8", "logger=none"])
+        f"method={method}", "trainer.max_epochs=40", "trainer.check_val_every_n_epoch=40",
+        "trainer.enable_progress_bar=false", "dataset.num_workers=0", "dataset.batch_size=8", "logger=none"])
     assert cfg.supervision.name == "saliency"
     floor = constant_background_miou(cfg)
     metrics = fit(cfg)
