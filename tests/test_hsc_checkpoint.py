@@ -91,6 +91,18 @@ def test_other_files_are_refused_by_name(state, imported, tmp_path):
         hsc_ckpt.load_official_into(imported, tmp_path / "missing.pth")
 
 
+def test_training_forward_matches_the_reference_network(imported):
+    """CAM, PCM-refined CAM (cam_rv), their GAPs and both projections equal the reference Net.forward's
+    (reference_forward.npz, seeded weights, eval mode) on a 2 x 3 x 56 x 72 input."""
+    ref = np.load(FIX / "reference_forward.npz")
+    imported.eval()
+    with torch.no_grad():
+        out = imported(torch.from_numpy(ref["input"]))
+    for ours, theirs in (("pred", "pred"), ("cam", "cam"), ("pred_rv", "pred_rv"), ("cam_rv", "cam_rv"),
+                         ("pixel_feat", "f_map_1"), ("region_feat", "f_map_2")):
+        np.testing.assert_allclose(out[ours].numpy(), ref[theirs], atol=2e-5, rtol=1e-4, err_msg=ours)
+
+
 def test_eps_release_loads_into_eps(state):
     eps = {k: v for k, v in state.items() if k.split(".")[0] in hsc_ckpt.BACKBONE_ROOTS + ("fc8",)}
     assert len(eps) == 229 and hsc_ckpt.is_official_eps(eps) and not hsc_ckpt.is_official(eps)
