@@ -71,6 +71,5 @@ def test_supervision_saliency_config_gives_batches(train_cfg):
     assert 0.0 <= float(batch["saliency"].min()) and float(batch["saliency"].max()) <= 1.0
     cfg = train_cfg("supervision=saliency", "supervision.loader.saliency_dir=elsewhere")
     dm = build_datamodule(cfg)
-    dm.setup("fit")
-    with pytest.raises(FileNotFoundError, match="elsewhere"):
-        next(iter(dm.train_dataloader()))
+    with pytest.raises(FileNotFoundError, match=r"48 of 48 saliency maps are missing.*elsewhere"):
+        dm.setup("fit")   # before the first batch

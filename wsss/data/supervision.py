@@ -390,6 +390,14 @@ class SaliencySupervision(SupervisionLoader):
         self.saliency_spec = soft_map("saliency", interpolation)
         self.targets = (label_map("weak"), SEGMENTS, self.saliency_spec)
 
+    def check_files(self, layout, image_ids) -> None:
+        """Every map of the split exists, before training starts (sizes and modes are checked as each is read)."""
+        folder = _resolve(layout, self.saliency_dir)
+        missing = [i for i in image_ids if not (folder / f"{i}.png").is_file()]
+        if missing:
+            raise FileNotFoundError(f"{len(missing)} of {len(image_ids)} saliency maps are missing, e.g. "
+                                    + missing_saliency_message(folder / f"{missing[0]}.png"))
+
     def __call__(self, layout, image_id: str, sample: dict) -> dict:
         super().__call__(layout, image_id, sample)
         path = _resolve(layout, self.saliency_dir) / f"{image_id}.png"
