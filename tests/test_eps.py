@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from conftest import compose_train_cfg, constant_background_miou
-from wsss.engine import build_method, fit
+from wsss.engine import build_method, fit, load_method_checkpoint
 from wsss.methods.eps_losses import eps_saliency_parts
 
 FIXTURE = Path(__file__).parent / "fixtures" / "eps" / "saliency_loss.npz"
@@ -66,3 +66,5 @@ def test_learns_on_the_synthetic_set(tmp_path, synthetic_root, one_thread, metho
     floor = constant_background_miou(cfg)
     metrics = fit(cfg)
     assert metrics["mIoU"] > floor + 0.2, (metrics["mIoU"], floor)
+    back = load_method_checkpoint(tmp_path / "checkpoints" / "last.ckpt")   # what wsss.infer ckpt=... reads
+    assert back.method_name == method and back.tau == cfg.method.tau

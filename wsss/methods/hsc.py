@@ -64,11 +64,13 @@ class HSCModule(EPSModule):
     def __init__(self, *args, levels: Optional[Mapping[str, Optional[str]]] = None,
                  head: Optional[Mapping[str, int]] = None, view2_size: int = 128, weights: Optional[str] = None,
                  **kwargs):
-        self._levels_cfg = dict(levels or {})
-        super().__init__(*args, feature=self._levels_cfg.get("final"), **kwargs)
+        levels = dict(levels or {})
+        if kwargs.get("feature") is None:  # the CAM's level is the PCM's `final` (checkpoints record it as `feature`)
+            kwargs["feature"] = levels.get("final")
+        super().__init__(*args, **kwargs)
         # the official file is only a starting point: a Lightning checkpoint reloads without it
         self.save_hyperparameters(ignore=["weights"])
-        self.levels = pick_pcm_levels(self.backbone, {**self._levels_cfg, "final": self.feature})
+        self.levels = pick_pcm_levels(self.backbone, {**levels, "final": self.feature})
         dims = {"mid_dim": 64, "high_dim": 128, "pcm_dim": 192, "pixel_dim": 128, "region_dim": 256, **dict(head or {})}
         ch = self.backbone.channels
         c_mid, c_high, c_final = (ch[self.levels[k]] for k in ("mid", "high", "final"))
