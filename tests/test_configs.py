@@ -149,8 +149,8 @@ def test_group_option_trains_one_step(group, option, tmp_path, voc_root, densepo
     so that what runs is what `dataset=voc dataset.root=...` runs, not the synthetic preset."""
     dataset = option if group == "dataset" else "voc"
     overrides = [f"{group}={option}"] if group == "dataset" else [f"dataset={dataset}", f"{group}={option}"]
-    if group == "supervision":
-        overrides.append("method=spml")  # the method that reads every supervision
+    if group == "supervision":  # the method that reads it: SPML every pixel supervision, EPS saliency
+        overrides.append("method=eps" if option == "saliency" else "method=spml")
     if option == "deeplab":  # the second stage trains on label PNGs: the GT stands in for pseudo labels
         overrides.append(f"dataset.pseudo_label_dir={voc_root / 'SegmentationClassAug'}")
     cfg, choices = compose_run(overrides + SIZES, voc_root, tmp_path)

@@ -58,6 +58,9 @@ class SegmentationDataset(Dataset):
                 f"{len(missing)} images named in split '{self.split}' are missing, e.g. "
                 f"{self.layout.image_path(missing[0])}; fix the split list or dataset.root")
         self._present = None
+        check = getattr(self.supervision, "check_files", None)  # a loader's own files (e.g. saliency maps)
+        if check is not None:
+            check(self.layout, self.ids)
         if self.load_mask:
             what = (f"pseudo labels in {self.layout.mask_dir(self.split, self.mask_override)}"
                     if self.mask_override else f"GT masks of split '{self.split}'")
@@ -116,7 +119,10 @@ class SegmentationDataset(Dataset):
                 continue
             spec = self.targets.get(key)
             if spec is not None:
-                value = torch.from_numpy(np.ascontiguousarray(value).astype(spec.dtype))
+                value = np.ascontiguousarray(value).astype(spec.dtype)
+                if spec.value_range is not None:
+                    value = np.clip(value, *spec.value_range)
+                value = torch.from_numpy(value)
             result[key] = value
         return result
 

@@ -16,7 +16,10 @@ Supervision types (``conf/supervision/<name>.yaml``), with SPML's processing (tw
 * ``box``: CAM min-max normalised to 0..1 inside each box, same rule with threshold 0.5, background
   outside all boxes;
 * ``scribble``: scribble PNGs dilated with a 3x3 square (100/80/50/30 % variants are other folders);
-* ``point``: point PNGs dilated with a 6x6 square.
+* ``point``: point PNGs dilated with a 6x6 square;
+* ``saliency``: image tags plus a saliency map per image (EPS / HSC): ``saliency/ID.png`` read as the
+  references do (``.convert("RGB")``, /255, mean over the channels), a float target in 0..1 resized bicubic
+  like the image and padded with 0 (:func:`~wsss.data.targets.soft_map`), never a label map.
 
 CAMs are read from ``label_dir`` (already thresholded PNGs, e.g. SPML's ``cam/seam_a6_th0.2``) or
 ``cam_dir`` (SEAM score dicts ``ID.npy``). The embedded synthetic set has no CAM method output; for it
@@ -35,7 +38,7 @@ from PIL import Image
 from scipy import ndimage
 
 from .formats import IGNORE_INDEX, VOC_CLASSES, DataFormatError, load_score_dict, read_label_png
-from .targets import NEAREST, TargetSpec, label_map
+from .targets import BICUBIC, NEAREST, TargetSpec, label_map, soft_map
 
 SEGMENT_PAD = 255
 #: over-segmentation ids: never interpolated; padding gets the id no region has
@@ -349,5 +352,65 @@ class PointSupervision(_LabelPngSupervision):
     default_dilation = 6
 
 
+#: PNG modes a saliency map may have: 8-bit grey or colour (0..255); others (palette, 16-bit, float) are refused
+SALIENCY_MODES = ("1", "L", "LA", "RGB", "RGBA")
+
+
+def read_saliency(path: Path) -> np.ndarray:
+    """A saliency PNG as float32 HxW in 0..1, as EPS / HSC read it: ``.convert("RGB")``, /255, channel mean
+    (halbielee/EPS@0c2cdd0 metadata/dataset.py:84,109,119; Wu0409/HSC_WSSS@402ee60 data/dataset.py:84,109,120)."""
+    with Image.open(path) as img:
+        if img.mode not in SALIENCY_MODES:
+            raise DataFormatError(
+                f"{path}: saliency map has PNG mode {img.mode!r}; expected an 8-bit grayscale or RGB PNG "
+                f"(modes {list(SALIENCY_MODES)}, 0 = background, 255 = salient), e.g. the PFAN maps of the EPS README")
+        rgb = np.asarray(img.convert("RGB"), dtype=np.float32)
+    return (rgb / 255.0).mean(axis=2).astype(np.float32)
+
+
+def missing_saliency_message(path: Path) -> str:
+    return (f"saliency map not found: {path}. supervision=saliency reads one 8-bit grayscale or RGB PNG per "
+            "training image (0..255; EPS and HSC use the PFAN maps linked in the halbielee/EPS README); unpack them "
+            "into ROOT/saliency/ or point supervision.loader.saliency_dir at their folder")
+
+
+class SaliencySupervision(SupervisionLoader):
+    """Image tags plus a saliency map (EPS, HSC): adds ``saliency`` (float32 HxW, 0..1).
+
+    ``interpolation``: how augmentation resizes it (``bicubic``: the references resize image and saliency
+    with the same PIL bicubic ``RandomResizeLong``; ``bilinear``); padding is 0 (= not salient).
+    """
+
+    name = "saliency"
+
+    def __init__(self, saliency_dir: str = "saliency", interpolation: str = BICUBIC, **kwargs):
+        kwargs.setdefault("segments_dir", None)
+        super().__init__(**kwargs)
+        self.saliency_dir = saliency_dir
+        self.saliency_spec = soft_map("saliency", interpolation)
+        self.targets = (label_map("weak"), SEGMENTS, self.saliency_spec)
+
+    def check_files(self, layout, image_ids) -> None:
+        """Every map of the split exists, before training starts (sizes and modes are checked as each is read)."""
+        folder = _resolve(layout, self.saliency_dir)
+        missing = [i for i in image_ids if not (folder / f"{i}.png").is_file()]
+        if missing:
+            raise FileNotFoundError(f"{len(missing)} of {len(image_ids)} saliency maps are missing, e.g. "
+                                    + missing_saliency_message(folder / f"{missing[0]}.png"))
+
+    def __call__(self, layout, image_id: str, sample: dict) -> dict:
+        super().__call__(layout, image_id, sample)
+        path = _resolve(layout, self.saliency_dir) / f"{image_id}.png"
+        if not path.is_file():
+            raise FileNotFoundError(missing_saliency_message(path))
+        saliency = read_saliency(path)
+        shape = sample["image"].shape[:2]
+        if saliency.shape != tuple(shape):
+            raise DataFormatError(f"{path}: saliency map is {saliency.shape[0]}x{saliency.shape[1]} but the image "
+                                  f"is {shape[0]}x{shape[1]}; saliency maps must have their image's size")
+        sample["saliency"] = saliency
+        return sample
+
+
 SUPERVISIONS: Dict[str, type] = {c.name: c for c in (TagSupervision, BoxSupervision, ScribbleSupervision,
-                                                       PointSupervision)}
+                                                       PointSupervision, SaliencySupervision)}

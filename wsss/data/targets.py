@@ -9,10 +9,11 @@ pipeline (:mod:`wsss.data.transforms`), the collate function and the final dtype
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Optional, Tuple
 
 from .formats import IGNORE_INDEX
 
-NEAREST, BILINEAR = "nearest", "bilinear"
+NEAREST, BILINEAR, BICUBIC = "nearest", "bilinear", "bicubic"
 
 
 @dataclass(frozen=True)
@@ -20,7 +21,8 @@ class TargetSpec:
     """One HxW target: its batch dtype, how resizes interpolate it and what padding fills it with.
 
     ``class_ids``: its values are class ids, so a layout whose mirror swaps classes (DensePose's left and
-    right parts) remaps them when it flips a sample.
+    right parts) remaps them when it flips a sample. ``value_range``: a float map's values are clipped to it
+    after augmentation (bicubic resizing overshoots, where the seed repos' PIL resize of a uint8 map clips).
     """
 
     name: str
@@ -28,11 +30,12 @@ class TargetSpec:
     interpolation: str = NEAREST
     pad_value: float = IGNORE_INDEX
     class_ids: bool = False
+    value_range: Optional[Tuple[float, float]] = None
 
     def __post_init__(self):
-        if self.interpolation not in (NEAREST, BILINEAR):
+        if self.interpolation not in (NEAREST, BILINEAR, BICUBIC):
             raise ValueError(f"target '{self.name}': interpolation {self.interpolation!r} is not "
-                             f"'{NEAREST}' or '{BILINEAR}'")
+                             f"'{NEAREST}', '{BILINEAR}' or '{BICUBIC}'")
 
 
 def label_map(name: str) -> TargetSpec:
@@ -40,9 +43,9 @@ def label_map(name: str) -> TargetSpec:
     return TargetSpec(name, "int64", NEAREST, IGNORE_INDEX, class_ids=True)
 
 
-def soft_map(name: str) -> TargetSpec:
-    """A float map in 0..1 (e.g. saliency): bilinear, padded with 0 (= not salient)."""
-    return TargetSpec(name, "float32", BILINEAR, 0.0)
+def soft_map(name: str, interpolation: str = BILINEAR) -> TargetSpec:
+    """A float map in 0..1 (e.g. saliency): bilinear (or bicubic, clipped to 0..1), padded with 0 (= not salient)."""
+    return TargetSpec(name, "float32", interpolation, 0.0, value_range=(0.0, 1.0))
 
 
 #: 1 on image pixels, 255 where a crop or the collate function padded (``dataset.valid_mask``)

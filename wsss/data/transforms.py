@@ -17,7 +17,7 @@ import albumentations as A
 import cv2
 import numpy as np
 
-from .targets import NEAREST, TargetSpec, label_map
+from .targets import BICUBIC, NEAREST, TargetSpec, label_map
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -43,7 +43,7 @@ def build_transform(spec: Mapping, fill: float = LABEL_FILL, interpolation: str 
     if fill_key and (fill_key not in spec or fill != LABEL_FILL):
         spec[fill_key] = fill
     if interpolation != NEAREST and "mask_interpolation" in inspect.signature(cls).parameters:
-        spec["mask_interpolation"] = cv2.INTER_LINEAR
+        spec["mask_interpolation"] = cv2.INTER_CUBIC if interpolation == BICUBIC else cv2.INTER_LINEAR
     for key, value in list(spec.items()):
         if isinstance(value, list):
             spec[key] = tuple(value)

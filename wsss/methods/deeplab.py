@@ -32,7 +32,7 @@ class DeepLabModule(WSSSModule):
     release = Release(load=deeplab_release.load_deeplabv2_release, detect=deeplab_release.is_official,
                       experiment=deeplab_release.official_experiment,
                       title="a DeepLab v2 release of RTC / HSC (Yude Wang's deeplabv2)")
-    recipes = ("deeplabv2_voc", "deeplabv3plus_voc", "rtc_voc_deeplab")
+    recipes = ("deeplabv2_voc", "deeplabv3plus_voc", "rtc_voc_deeplab", "hsc_voc_deeplab")
 
     def __init__(self, *args, head: Mapping | None = None, ignore_index: int = 255, align_corners: bool = True,
                  **kwargs):
