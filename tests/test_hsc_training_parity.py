@@ -89,3 +89,16 @@ def test_pcm_equals_the_reference(reference):
     (cam_rv * torch.linspace(-1, 1, cam_rv.numel()).view_as(cam_rv)).sum().backward()
     np.testing.assert_allclose(weights["f9"].grad.numpy(), reference["pcm_grad_f9"], atol=1e-5, rtol=1e-4)
     np.testing.assert_allclose(weights["f8_3"].grad.numpy(), reference["pcm_grad_f8_3"], atol=1e-5, rtol=1e-4)
+
+
+def test_feature_downsampling_is_the_reference_bilinear():
+    import torch.nn.functional as F
+
+    from wsss.methods.hsc_losses import downsample_features
+
+    for h, w in ((56, 56), (18, 23), (17, 16)):
+        x = torch.randn(2, 5, h, w)
+        want = F.interpolate(x, size=(16, 16), mode="bilinear", align_corners=True)
+        torch.testing.assert_close(downsample_features(x, 16), want, atol=1e-6, rtol=1e-6)
+    x = torch.randn(1, 2, 16, 16)
+    assert downsample_features(x, 16) is x

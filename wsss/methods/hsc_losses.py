@@ -162,7 +162,8 @@ def crf_image(image2: torch.Tensor, size: int) -> np.ndarray:
 
 
 def label_crf_preset(cfg: Optional[dict] = None):
-    """``utils/imutils.py`` ``crf_inference_label`` as a :class:`wsss.postprocess.crf.CRFPreset`: unary from the
+    """``utils/imutils.py`` ``crf_inference_label`` as a :class:`wsss.postprocess.crf.CRFPreset` (its kernels and
+    iterations; :func:`label_crf` reads them): unary from the
     label map (gt_prob 0.7), Gaussian sxy 3 compat 3, bilateral sxy 50 srgb 5 compat 10, 10 iterations
     (train.py:346: ``t=10, gt_prob=0.7``). ``cfg`` overrides keys."""
     from wsss.postprocess.crf import CRFPreset
@@ -174,16 +175,26 @@ def label_crf_preset(cfg: Optional[dict] = None):
 
 
 @torch.no_grad()
-def label_crf(images: np.ndarray, labels: torch.Tensor, preset, num_labels: int = 21) -> torch.Tensor:
-    """The label CRF per image: ``images`` uint8 B x h x w x 3, ``labels`` B x h x w integer maps -> refined maps."""
-    from wsss.postprocess.crf import dense_crf
+def label_crf(images: np.ndarray, label_maps, preset, num_labels: int = 21):
+    """The label CRF (``crf_inference_label``) of each of ``label_maps`` (B x h x w integer tensors) on
+    ``images`` (uint8 B x h x w x 3). The maps of one image share its CRF: the pairwise kernels depend on the image
+    only, so they are built once and only the unary changes (results identical to one CRF per map)."""
+    import pydensecrf.densecrf as dcrf
+    from pydensecrf.utils import unary_from_labels
 
-    out = []
-    lab = labels.cpu().numpy()
-    for img, lm in zip(images, lab):
-        onehot = np.eye(num_labels, dtype=np.float32)[lm].transpose(2, 0, 1)  # argmax(onehot) == lm
-        out.append(np.argmax(dense_crf(img, onehot, preset), axis=0))
-    return torch.from_numpy(np.stack(out)).to(device=labels.device, dtype=torch.long)
+    b, h, w = images.shape[:3]
+    maps = [m.cpu().numpy().astype(np.uint8) for m in label_maps]
+    out = [np.empty((b, h, w), np.int64) for _ in maps]
+    for i in range(b):
+        crf = dcrf.DenseCRF2D(w, h, num_labels)
+        crf.addPairwiseGaussian(sxy=preset.gaussian.sxy, compat=preset.gaussian.compat)
+        crf.addPairwiseBilateral(sxy=preset.bilateral.sxy, srgb=preset.bilateral.srgb,
+                                 rgbim=np.ascontiguousarray(images[i]), compat=preset.bilateral.compat)
+        for m, o in zip(maps, out):
+            crf.setUnaryEnergy(unary_from_labels(m[i], num_labels, gt_prob=preset.gt_prob, zero_unsure=False))
+            q = np.asarray(crf.inference(int(preset.iterations)), dtype=np.float32)
+            o[i] = q.reshape(num_labels, h, w).argmax(0)
+    return [torch.from_numpy(o).to(label_maps[0].device) for o in out]
 
 
 @torch.no_grad()
@@ -194,17 +205,31 @@ def contrast_targets(cam_rv1: torch.Tensor, cam_rv2: torch.Tensor, image2: torch
     label CRF on view 2's image at that size (both views use view 2's image, as there)."""
     lab = with_background(labels)
     preset = crf_preset if crf_preset is not None else label_crf_preset()
-    img = crf_image(image2, size)
-    out = {}
-    for v, cam_rv in (("1", cam_rv1), ("2", cam_rv2)):
-        cam = contrast_cam(cam_rv, size, bg_threshold)
-        out["cam" + v] = cam
-        out["pseudo" + v] = label_crf(img, F.softmax(cam * lab, dim=1).argmax(1), preset, cam.shape[1])
-    return out
+    cam1, cam2 = contrast_cam(cam_rv1, size, bg_threshold), contrast_cam(cam_rv2, size, bg_threshold)
+    argmax = [F.softmax(c * lab, dim=1).argmax(1) for c in (cam1, cam2)]
+    pseudo1, pseudo2 = label_crf(crf_image(image2, size), argmax, preset, cam1.shape[1])
+    return {"cam1": cam1, "cam2": cam2, "pseudo1": pseudo1, "pseudo2": pseudo2}
+
+
+def align_corners_weights(n_in: int, n_out: int, dtype=torch.float32, device=None) -> torch.Tensor:
+    """``n_out x n_in`` weights of 1-D linear interpolation with ``align_corners=True``, in float32 as PyTorch's
+    CPU kernel computes them (``area_pixel_compute_scale``), so products with them match ``F.interpolate``."""
+    scale = torch.tensor((n_in - 1) / (n_out - 1) if n_out > 1 else 0.0, dtype=torch.float32)
+    pos = torch.arange(n_out, dtype=torch.float32) * scale
+    lo = pos.floor().clamp(max=n_in - 1).long()
+    frac = pos - lo.float()
+    m = torch.zeros(n_out, n_in, dtype=torch.float32)
+    m[torch.arange(n_out), lo] += 1 - frac
+    m[torch.arange(n_out), (lo + 1).clamp(max=n_in - 1)] += frac
+    return m.to(dtype=dtype, device=device)
 
 
 def downsample_features(feat: torch.Tensor, size: int = 16) -> torch.Tensor:
-    """View 1's projector features at the contrast size (bilinear, align_corners=True; train.py:289-290)."""
-    if tuple(feat.shape[-2:]) == (size, size):
+    """View 1's projector features at the contrast size: bilinear, align_corners=True (train.py:289-290), as two
+    matrix products (``F.interpolate``'s weights; no zero-filled scatter in the backward of 384 channels)."""
+    h, w = feat.shape[-2:]
+    if (h, w) == (size, size):
         return feat
-    return F.interpolate(feat, size=(size, size), mode="bilinear", align_corners=True)
+    rows = align_corners_weights(h, size, feat.dtype, feat.device)
+    cols = align_corners_weights(w, size, feat.dtype, feat.device)
+    return torch.matmul(torch.matmul(rows, feat), cols.t())
