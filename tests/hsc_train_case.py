@@ -46,7 +46,7 @@ def make_case(seed: int = 14) -> dict:
         "feat1_2": rng.standard_normal((b, 256, h1, h1)).astype(np.float32),
         "feat2_1": np.abs(rng.standard_normal((b, 128, h2, h2))).astype(np.float32),
         "feat2_2": rng.standard_normal((b, 256, h2, h2)).astype(np.float32),
-        # module/train.py:380-388 draw these with torch.randn at import
+        # module/train.py:402-411 draw these with torch.randn at import
         "memobank1": rng.standard_normal((21, 256)).astype(np.float32),
         "memobank_fb": rng.standard_normal((2, 256)).astype(np.float32),
         "memobank1_p": rng.standard_normal((21, 128)).astype(np.float32),
@@ -58,7 +58,7 @@ def make_case(seed: int = 14) -> dict:
 
 
 def second_view_inputs(image: torch.Tensor, saliency: torch.Tensor, size: int = 128):
-    """module/train.py:407-408: the 128 view of the image and of the saliency (bilinear, align_corners=True)."""
+    """module/train.py:536-537: the 128 view of the image and of the saliency (bilinear, align_corners=True)."""
     return (F.interpolate(image, size=(size, size), mode="bilinear", align_corners=True),
             F.interpolate(saliency, size=(size, size), mode="bilinear", align_corners=True))
 

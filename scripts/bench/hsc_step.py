@@ -1,7 +1,7 @@
 """HSC loss computation: wsss (``hsc_losses`` + vectorised ``hsc_contrast``) vs the reference's, same tensors.
 
 One "step" here = everything ``train_hsc`` computes after the network (Wu0409/HSC_WSSS@402ee60
-``module/train.py`` :407-447): second view of image and saliency, classification and adaptive min-pooling, EPS
+``module/train.py`` :536-579): second view of image and saliency, classification and adaptive min-pooling, EPS
 saliency losses on both views' CAM and PCM CAM, SEAM ER/ECR, the contrast targets (normalised CAMs, label CRF on
 every image of both views) and the three contrast levels with their memory updates, then backward to the
 network outputs. The network forward/backward is the same ResNet-38 in both and is left out, so the ratio is

@@ -1,7 +1,7 @@
 """HSC's hierarchical semantic contrast (ROI, class and pixel level) with its memory banks, vectorised.
 
-Reference: Wu0409/HSC_WSSS@402ee60 ``module/train.py`` ``get_RSC_loss`` (:55-141), ``get_CSC_loss`` (:145-266),
-``get_PSC_loss`` (:270-375, memories :378-388), ``module/loss_helper.py`` ``SimMinLoss``. The reference loops over
+Reference: Wu0409/HSC_WSSS@402ee60 ``module/train.py`` ``get_RSC_loss`` (:55-140), ``get_CSC_loss`` (:144-263),
+``get_PSC_loss`` (:267-399, memories :402-411), ``module/loss_helper.py`` ``SimMinLoss``. The reference loops over
 classes and images in Python; here each level is a few batched tensor operations with the same values, including
 the one order effect of its class loop: class ``c``'s loss sees the memory rows of the batch's classes ``< c``
 already updated (the loop updates row ``c`` after its loss).
@@ -22,9 +22,9 @@ from torch import Tensor, nn
 
 from wsss.methods.hsc_losses import downsample_features
 
-# module/train.py: RSC l1 = 0.5 (:58); CSC l, temp, h = 0.5, 0.1, 16 (:149), topk k=128 (:163, :169);
-# PSC l1 = 0.5 (:272), k = h*w // 16 (:296, :307), InfoNCE temperature 0.1 (:337-373); SimMinLoss clamp
-# (loss_helper.py:98); loss weights 0.1 (:141), 0.1 / 4 (:266), 0.1 per PSC term (:342, :352, :371).
+# module/train.py: RSC l1 = 0.5 (:59); CSC l, temp, h = 0.5, 0.1, 16 (:148), topk k=128 (:162, :168);
+# PSC l1 = 0.5 (:269), k = h*w // 16 (:294, :307), InfoNCE temperature 0.1 (:334-387); SimMinLoss clamp
+# (loss_helper.py:100); loss weights 0.1 (:140), 0.1 / 4 (:263), 0.1 per PSC term (:342, :353, :372, :390).
 DEFAULTS = {"roi_momentum": 0.5, "class_momentum": 0.5, "class_temperature": 0.1, "class_topk": 128,
             "class_memory_topk": 16, "pixel_momentum": 0.5, "pixel_temperature": 0.1, "pixel_topk_divisor": 16,
             "sim_clamp": (0.0005, 0.9995), "rsc_weight": 0.1, "csc_weight": 0.025, "psc_weight": 0.1}
@@ -59,7 +59,7 @@ def gather_batch(t: Tensor, differentiable: bool) -> Tensor:
 
 
 def info_nce(feat: Tensor, prototypes: Tensor, target: Tensor, temperature: float) -> Tensor:
-    """Mean over pixels of ``-log(exp(f.p_y / t) / sum_j exp(f.p_j / t))`` (train.py:337-373)."""
+    """Mean over pixels of ``-log(exp(f.p_y / t) / sum_j exp(f.p_j / t))`` (train.py:334-390)."""
     return F.cross_entropy(feat @ prototypes.t() / temperature, target)
 
 
@@ -68,7 +68,7 @@ class HierarchicalSemanticContrast(nn.Module):
 
     Buffers: ``roi_memory`` 2 views x {bg, fg} x D (``memobank_fb``, ``memobank1_fb``), ``class_memory`` 2 x 21 x D
     (``memobank1/2``), ``pixel_memory`` 2 x 21 x P (``memobank1_p/2_p``); all drawn from a standard normal as the
-    reference does at import (train.py:378-388). Channel ``num_classes - 1`` is the background."""
+    reference does at import (train.py:402-411). Channel ``num_classes - 1`` is the background."""
 
     def __init__(self, num_classes: int = 21, roi_dim: int = 256, pixel_dim: int = 128, size: int = 16,
                  **cfg):

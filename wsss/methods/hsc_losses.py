@@ -23,12 +23,12 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 def with_background(labels: torch.Tensor) -> torch.Tensor:
-    """``B x 20`` tags -> ``B x 21 x 1 x 1`` with the always-present background last (train.py:425-426)."""
+    """``B x 20`` tags -> ``B x 21 x 1 x 1`` with the always-present background last (train.py:560-561)."""
     return torch.cat([labels, labels.new_ones(labels.shape[0], 1)], 1)[:, :, None, None]
 
 
 def second_view(image: torch.Tensor, saliency: torch.Tensor, size: int = 128) -> Tuple[torch.Tensor, torch.Tensor]:
-    """The second view: image and saliency resized bilinearly (align_corners=True) to ``size`` (train.py:407-408)."""
+    """The second view: image and saliency resized bilinearly (align_corners=True) to ``size`` (train.py:536-537)."""
     resize = dict(size=(size, size), mode="bilinear", align_corners=True)
     return F.interpolate(image, **resize), F.interpolate(saliency, **resize)
 
@@ -94,7 +94,7 @@ def pcm_refine(seed: torch.Tensor, features: torch.Tensor, f9: torch.Tensor) -> 
 def hsc_classification_loss(cam1: torch.Tensor, cam_rv1: torch.Tensor, cam2: torch.Tensor, cam_rv2: torch.Tensor,
                             labels: torch.Tensor) -> torch.Tensor:
     """Mean over views of the multi-label soft margin of GAP(cam)[:, :20], plus the mean over views of the
-    adaptive min-pooling of the labelled PCM CAMs (train.py:411, :418, :427-428, :438)."""
+    adaptive min-pooling of the labelled PCM CAMs (train.py:544, :552, :562-563, :575)."""
     lab = with_background(labels)
     cls = sum(F.multilabel_soft_margin_loss(c.mean((2, 3))[:, :-1], labels) for c in (cam1, cam2)) / 2.0
     amp = sum(adaptive_min_pooling_loss((c * lab)[:, :-1]) for c in (cam_rv1, cam_rv2)) / 2.0
@@ -125,7 +125,7 @@ def seam_er_ecr(cam1: torch.Tensor, cam2: torch.Tensor, cam_rv1: torch.Tensor, c
 
 def hsc_baseline_losses(cam1, cam_rv1, cam2, cam_rv2, saliency1, saliency2, labels, tau: float = 0.5,
                         alpha: float = 0.5, ecr_fraction: float = 0.2) -> Dict[str, torch.Tensor]:
-    """``cls``, ``sal``, ``er``, ``ecr`` of ``train_hsc`` (train.py:410-440), each with weight 1 as there.
+    """``cls``, ``sal``, ``er``, ``ecr`` of ``train_hsc`` (train.py:544-579), each with weight 1 as there.
     ``sal`` = mean over views of the EPS loss on the CAM + mean over views of it on the PCM CAM."""
     sal = (hsc_eps_saliency_loss(cam1, saliency1, labels, tau, alpha)
            + hsc_eps_saliency_loss(cam2, saliency2, labels, tau, alpha)) / 2.0
@@ -139,7 +139,7 @@ def hsc_baseline_losses(cam1, cam_rv1, cam2, cam_rv2, saliency1, saliency2, labe
 # ----- the contrast's targets: normalised CAMs and label-CRF pseudo labels --------------------------------------
 @torch.no_grad()
 def contrast_cam(cam_rv: torch.Tensor, size: int, bg_threshold: float) -> torch.Tensor:
-    """``get_hsc_loss``'s CAM at ``size`` (train.py:296-321): bilinear (align_corners=True), ReLU, values below
+    """``get_hsc_loss``'s CAM at ``size`` (train.py:422-452): bilinear (align_corners=True), ReLU, values below
     min + 1e-5 zeroed, then ``(x - min - 1e-5) / (max - min + 1e-5)`` (the zeroed ones end negative, as there),
     background channel := ``bg_threshold``."""
     cam = F.relu(F.interpolate(cam_rv.detach(), size=(size, size), mode="bilinear", align_corners=True))
@@ -154,7 +154,7 @@ def contrast_cam(cam_rv: torch.Tensor, size: int, bg_threshold: float) -> torch.
 @torch.no_grad()
 def crf_image(image2: torch.Tensor, size: int) -> np.ndarray:
     """The uint8 ``B x size x size x 3`` image the label CRF reads: view 2 bilinearly (align_corners=True) at the
-    CAM size, de-normalised with ImageNet statistics, cast as NumPy's ``astype(uint8)`` does (train.py:336-337)."""
+    CAM size, de-normalised with ImageNet statistics, cast as NumPy's ``astype(uint8)`` does (train.py:465-469)."""
     mean = torch.tensor([m * 255 for m in IMAGENET_MEAN], dtype=image2.dtype, device=image2.device)[:, None, None]
     std = torch.tensor([s * 255 for s in IMAGENET_STD], dtype=image2.dtype, device=image2.device)[:, None, None]
     img = F.interpolate(image2.detach(), size=(size, size), mode="bilinear", align_corners=True) * std + mean
@@ -165,12 +165,12 @@ def label_crf_preset(cfg: Optional[dict] = None):
     """``utils/imutils.py`` ``crf_inference_label`` as a :class:`wsss.postprocess.crf.CRFPreset` (its kernels and
     iterations; :func:`label_crf` reads them): unary from the
     label map (gt_prob 0.7), Gaussian sxy 3 compat 3, bilateral sxy 50 srgb 5 compat 10, 10 iterations
-    (train.py:346: ``t=10, gt_prob=0.7``). ``cfg`` overrides keys."""
+    (train.py:481, :494: ``t=10, gt_prob=0.7``). ``cfg`` overrides keys."""
     from wsss.postprocess.crf import CRFPreset
 
     base = {"name": "hsc_train_label", "enabled": True, "unary": "labels", "gt_prob": 0.7, "label_space": "all",
             "iterations": 10, "gaussian": {"sxy": 3, "compat": 3}, "bilateral": {"sxy": 50, "srgb": 5, "compat": 10},
-            "source": "Wu0409/HSC_WSSS@402ee60 utils/imutils.py:192-209, module/train.py:346"}
+            "source": "Wu0409/HSC_WSSS@402ee60 utils/imutils.py:192-209, module/train.py:481, :494"}
     return CRFPreset.from_config({**base, **dict(cfg or {})})
 
 
@@ -200,7 +200,7 @@ def label_crf(images: np.ndarray, label_maps, preset, num_labels: int = 21):
 @torch.no_grad()
 def contrast_targets(cam_rv1: torch.Tensor, cam_rv2: torch.Tensor, image2: torch.Tensor, labels: torch.Tensor,
                      size: int = 16, bg_threshold: float = 0.10, crf_preset=None) -> Dict[str, torch.Tensor]:
-    """What the three contrast levels read (``get_hsc_loss``, train.py:279-362): both views' normalised CAMs at
+    """What the three contrast levels read (``get_hsc_loss``, train.py:415-513): both views' normalised CAMs at
     ``size`` (= 128 // 8) and their pixel pseudo labels, argmax of ``softmax(cam * [labels, 1])`` refined by the
     label CRF on view 2's image at that size (both views use view 2's image, as there)."""
     lab = with_background(labels)
@@ -225,7 +225,7 @@ def align_corners_weights(n_in: int, n_out: int, dtype=torch.float32, device=Non
 
 
 def downsample_features(feat: torch.Tensor, size: int = 16) -> torch.Tensor:
-    """View 1's projector features at the contrast size: bilinear, align_corners=True (train.py:289-290), as two
+    """View 1's projector features at the contrast size: bilinear, align_corners=True (train.py:427-428), as two
     matrix products (``F.interpolate``'s weights; no zero-filled scatter in the backward of 384 channels)."""
     h, w = feat.shape[-2:]
     if (h, w) == (size, size):
