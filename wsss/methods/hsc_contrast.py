@@ -115,11 +115,12 @@ class HierarchicalSemanticContrast(nn.Module):
         """Top-k (over the batch) softmax-weighted class representations, and the top-16 ones for the memory."""
         c = self.num_classes - 1
         soft = F.softmax(cam * lab, dim=1)[:, :c].transpose(0, 1).reshape(c, -1)
-        values, index = torch.topk(soft, k=int(self.cfg["class_topk"]), dim=-1)
+        # the reference's k = 128 needs batch x 16 x 16 >= 128 positions; small (CPU) sizes take all there are
+        values, index = torch.topk(soft, k=min(int(self.cfg["class_topk"]), soft.shape[1]), dim=-1)
         fea = feat.permute(0, 2, 3, 1).reshape(-1, feat.shape[1])[index]  # C x k x D
         denom = values.sum(-1, keepdim=True)
         rep = F.normalize((values[..., None] * fea).sum(1) / denom, dim=-1)
-        h = int(self.cfg["class_memory_topk"])
+        h = min(int(self.cfg["class_memory_topk"]), values.shape[1])
         with torch.no_grad():
             high = F.normalize((values[:, :h, None] * fea[:, :h].detach()).sum(1) / denom.detach(), dim=-1)
         return rep, high
@@ -162,8 +163,8 @@ class HierarchicalSemanticContrast(nn.Module):
     def _pixel_prototypes(self, feat: Tensor, cam: Tensor) -> Tensor:
         """Per channel, the cam-weighted mean of the top (h*w // 16) positions over the batch, L2-normalised."""
         n, c, h, w = cam.shape
-        values, index = torch.topk(cam.transpose(0, 1).reshape(c, -1), k=h * w // int(self.cfg["pixel_topk_divisor"]),
-                                   dim=-1)
+        k = max(1, h * w // int(self.cfg["pixel_topk_divisor"]))  # 16 at the reference's 16 x 16; >= 1 when smaller
+        values, index = torch.topk(cam.transpose(0, 1).reshape(c, -1), k=k, dim=-1)
         fea = feat.detach().permute(0, 2, 3, 1).reshape(-1, feat.shape[1])[index]
         return F.normalize((values[..., None] * fea).sum(1) / values.sum(-1, keepdim=True), dim=-1)
 
