@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from conftest import REPO
-from test_hsc_training_parity import BANKS, LEAVES, one_step
+from test_hsc_training_parity import LEAVES, one_step
 
 WORKER = textwrap.dedent("""
     import sys
@@ -46,6 +46,14 @@ WORKER = textwrap.dedent("""
         out.update({f"grad_{k}": (v.grad / dist.get_world_size()).numpy() for k, v in leaves.items()})
         out.update({"roi": contrast.roi_memory.numpy(), "cls": contrast.class_memory.numpy(),
                     "pix": contrast.pixel_memory.numpy()})
+        # ranks with different batch sizes: rank 0 holds rows [0, 1], rank 1 row [2]; gradients reach their owner
+        from wsss.methods.hsc_contrast import gather_batch
+        mine = torch.arange(3.0).view(3, 1)[[0, 1]] if rank == 0 else torch.arange(3.0).view(3, 1)[[2]]
+        mine = mine.clone().requires_grad_(True)
+        everything = gather_batch(mine, True)
+        (everything.flatten() * torch.tensor([1.0, 2.0, 3.0])).sum().backward()
+        out["uneven"] = everything.detach().numpy()
+        out["uneven_grad"] = mine.grad.numpy()
         np.savez(f"{dest}/rank{rank}.npz", **out)
         dist.barrier()  # no rank tears the group down while the other still talks to it
         dist.destroy_process_group()
@@ -62,7 +70,8 @@ def test_ddp_contrast_equals_one_global_batch(tmp_path):
     with socket.socket() as s:  # a free port: a fixed one may be taken by a concurrent run
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    proc = subprocess.run([sys.executable, str(script), str(tmp_path), str(REPO / "tests"), str(port)], capture_output=True,
+    proc = subprocess.run([sys.executable, str(script), str(tmp_path), str(REPO / "tests"), str(port)],
+                          capture_output=True,
                           text=True, timeout=300, env={**os.environ, "PYTHONPATH": str(REPO)})
     assert proc.returncode == 0, proc.stderr[-3000:]
     ranks = [dict(np.load(tmp_path / f"rank{r}.npz")) for r in range(2)]
@@ -84,7 +93,10 @@ def test_ddp_contrast_equals_one_global_batch(tmp_path):
         np.testing.assert_allclose(ranks[r]["cls"], contrast.class_memory.numpy(), atol=1e-6)
         np.testing.assert_allclose(ranks[r]["pix"], contrast.pixel_memory.numpy(), atol=1e-6)
     assert not np.allclose(ranks[0]["cls"], torch.stack([case[b] for b in ("memobank1", "memobank2")]).numpy())
-    assert BANKS  # the banks compared above are the reference's six
+    for r in range(2):  # uneven batches: rank order kept, each rank's rows get every rank's gradient (2 ranks x w)
+        np.testing.assert_array_equal(ranks[r]["uneven"].flatten(), [0.0, 1.0, 2.0])
+    np.testing.assert_array_equal(ranks[0]["uneven_grad"].flatten(), [2.0, 4.0])
+    np.testing.assert_array_equal(ranks[1]["uneven_grad"].flatten(), [6.0])
 
 
 def test_single_process_gather_is_the_identity():

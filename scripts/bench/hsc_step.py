@@ -118,7 +118,8 @@ def reference_step_fn(ref: Path, x: dict, device):
         img2 = F.interpolate(img, size=(128, 128), mode="bilinear", align_corners=True)
         saliency2 = F.interpolate(saliency, size=(128, 128), mode="bilinear", align_corners=True)
         pred1, pred2 = cam1.mean((2, 3)), cam2.mean((2, 3))
-        cls = (F.multilabel_soft_margin_loss(pred1[:, :-1], label) + F.multilabel_soft_margin_loss(pred2[:, :-1], label)) / 2
+        cls = (F.multilabel_soft_margin_loss(pred1[:, :-1], label)
+               + F.multilabel_soft_margin_loss(pred2[:, :-1], label)) / 2
         sal = sum(loss_helper.get_eps_loss(c, s, label, 0.5, 0.5, intermediate=False)
                   for c, s in ((cam1, saliency), (cam2, saliency2))) / 2
         sal_rv = sum(loss_helper.get_eps_loss(c, s, label, 0.5, 0.5, intermediate=False)
