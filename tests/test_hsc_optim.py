@@ -1,6 +1,6 @@
 """HSC's optimiser as the reference builds it (Wu0409/HSC_WSSS@402ee60 module/optimizer.py, utils/torchutils.py
 PolyOptimizer, network/resnet38_eps_seam_hsc.py get_parameter_groups) expressed in wsss.optim's vocabulary:
-poly_steps (the lr frozen from max_step on), the 1x/2x/10x/20x groups with extra_F at 1x/2x, SGD momentum 5e-4."""
+scheduler.max_steps (the lr frozen from max_step on), the 1x/2x/10x/20x groups with extra_F at 1x/2x, SGD momentum 5e-4."""
 from __future__ import annotations
 
 import pytest
@@ -9,10 +9,10 @@ from torch import nn
 
 from wsss.optim import lr_factor, optimizers_for
 
-POLY = {"name": "poly", "power": 0.9, "poly_steps": 13215}  # (10582 // 12) * 15, train_voc.py:89
+POLY = {"name": "poly", "power": 0.9, "max_steps": 13215}  # (10582 // 12) * 15, train_voc.py:84
 
 
-def test_poly_steps_freezes_the_lr_at_the_reference_max_step():
+def test_max_steps_freezes_the_lr_at_the_reference_max_step():
     f = lr_factor(POLY, 20000)
     assert f(0) == 1.0
     for t in (1, 500, 13214):
@@ -20,8 +20,8 @@ def test_poly_steps_freezes_the_lr_at_the_reference_max_step():
     assert f(13215) == f(19999) == f(13214) == pytest.approx(1.95e-4 / 1.0, rel=0.01)
     plain = lr_factor({"name": "poly", "power": 0.9}, 20000)
     assert plain(13215) != f(13215) and plain(19999) < 1e-3  # without it poly spans the whole run
-    with pytest.raises(ValueError, match="poly_steps"):
-        lr_factor({"name": "poly", "poly_steps": 0}, 10)
+    with pytest.raises(ValueError, match="max_steps"):
+        lr_factor({"name": "poly", "max_steps": -1}, 10)
 
 
 class TinyHSC(nn.Module):
@@ -65,7 +65,7 @@ def test_groups_schedule_and_momentum_quirk_equal_the_reference():
     optim = {"name": "sgd", "lr": 0.01, "momentum": 5.0e-4, "weight_decay": 5.0e-4,
              "paramwise": {"lr_mult": {"backbone": 1.0, "roi_proj": 1.0}, "default_lr_mult": 10.0,
                            "bias_lr_mult": 2.0, "bias_decay_mult": 0.0, "norm_trainable": False}}
-    out = optimizers_for(ours, optim, {"name": "poly", "power": 0.9, "poly_steps": 3}, total_steps=6)
+    out = optimizers_for(ours, optim, {"name": "poly", "power": 0.9, "max_steps": 3}, total_steps=6)
     opt, sched = out["optimizer"], out["lr_scheduler"]["scheduler"]
     # PolyOptimizer(params, lr, weight_decay, max_step): SGD's third positional argument is momentum
     groups = reference_groups(ref)

@@ -9,11 +9,9 @@ The seed repos all write their own ``get_parameter_groups``; they differ only in
 * ``norm_biases_as_biases``: whether BatchNorm biases follow the bias rule (RTC, SPML) or the weights' (DeepLab);
 * ``norm_trainable``: false leaves BatchNorm affine parameters out (Yude Wang's conv-only groups).
 
-Schedulers (``method.scheduler.name``): ``poly`` (``(1 - t/T)^power``), ``warmup_poly`` (SPML: linear from
-``warmup_start`` over ``warmup_steps``, never above poly), ``constant``. ``poly_steps`` (poly and warmup_poly) sets
-``T`` apart from the run's length: from step ``poly_steps`` on the factor stays at its value of step
-``poly_steps - 1``, as the PSA/SEAM/EPS ``PolyOptimizer`` leaves the lr alone once ``global_step >= max_step``
-(HSC: ``max_step`` = 13,215 of 20,000 steps).
+Schedulers (``method.scheduler.name``): ``poly`` (``(1 - t/T)^power``; with ``max_steps`` T is that count and the last
+lr is held after it, as the PSA-lineage ``PolyOptimizer`` does), ``warmup_poly`` (SPML: linear from
+``warmup_start`` over ``warmup_steps``, never above poly), ``constant``.
 """
 from __future__ import annotations
 
@@ -102,18 +100,18 @@ def lr_factor(scheduler: Mapping, total_steps: int) -> Callable[[int], float] | 
     if kind not in SCHEDULERS:
         raise ValueError(f"unknown scheduler '{kind}'; use one of {list(SCHEDULERS)}")
     total = max(1, int(total_steps))
-    held = cfg.get("poly_steps")
-    if held is not None:  # utils/torchutils.py PolyOptimizer.step: lr updated only while global_step < max_step
-        total = int(held)
-        if total < 1:
-            raise ValueError(f"method.scheduler.poly_steps must be >= 1, got {held}")
+    # poly over its own horizon, then the last lr held (HSC's PolyOptimizer: max_step = 13,215 of 20,000 steps)
+    horizon = int(cfg["max_steps"]) if cfg.get("max_steps") else None
+    if horizon is not None and horizon < 1:
+        raise ValueError(f"method.scheduler.max_steps must be a positive step count, not {horizon}")
     power = float(cfg.get("power", 0.9))
     warm = int(cfg.get("warmup_steps", 0)) if kind == "warmup_poly" else 0
     start = float(cfg.get("warmup_start", 0.1))
 
     def factor(step: int) -> float:
-        t = min(step, total - 1) if held is not None else min(step, total)
-        poly = max(0.0, 1.0 - t / total) ** power
+        if horizon is not None:  # utils/torchutils.py PolyOptimizer: lr updated only while step < max_step
+            return (1.0 - min(step, horizon - 1) / horizon) ** power
+        poly = max(0.0, 1.0 - min(step, total) / total) ** power
         if step < warm:  # spml/utils/general/train.py:lr_poly
             a = step / warm
             return min(start * (1 - a) + a, poly)
