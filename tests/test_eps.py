@@ -54,17 +54,18 @@ def test_eps_needs_saliency_in_the_batch(tmp_path, synthetic_root):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("method", ["eps", "hsc"])
-def test_learns_on_the_synthetic_set(tmp_path, synthetic_root, one_thread, method):
+@pytest.mark.parametrize("method,margin", [("eps", 0.2), ("hsc", 0.35)])
+def test_learns_on_the_synthetic_set(tmp_path, synthetic_root, one_thread, method, margin):
     """`python -m wsss.train method=eps|hsc` (their presets) for 40 epochs on the test-sized synthetic set. Measured
-    with this setting: EPS 0.45 and HSC 0.42 val mIoU (HSC's own terms beyond EPS not yet in: it trains EPS's terms on
-    its network); the CAM baseline 0.30 (40 epochs) / 0.34 (25 epochs, test_train.py); constant background ~0.13."""
+    with this setting (one thread): HSC with all seven terms 0.558 val mIoU, EPS 0.451, the CAM baseline 0.301
+    (method=cam, same epochs and batch; 0.34 at 25 epochs, test_train.py), constant background 0.137. HSC's margin
+    (0.35 over the floor) is one EPS does not reach (0.31): it fails if HSC's own terms stop helping."""
     cfg = compose_train_cfg(tmp_path, synthetic_root, [
         f"method={method}", "trainer.max_epochs=40", "trainer.check_val_every_n_epoch=40",
         "trainer.enable_progress_bar=false", "dataset.num_workers=0", "dataset.batch_size=8", "logger=none"])
     assert cfg.supervision.name == "saliency"
     floor = constant_background_miou(cfg)
     metrics = fit(cfg)
-    assert metrics["mIoU"] > floor + 0.2, (metrics["mIoU"], floor)
+    assert metrics["mIoU"] > floor + margin, (metrics["mIoU"], floor)
     back = load_method_checkpoint(tmp_path / "checkpoints" / "last.ckpt")   # what wsss.infer ckpt=... reads
     assert back.method_name == method and back.tau == cfg.method.tau

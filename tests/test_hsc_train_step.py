@@ -1,9 +1,7 @@
 """One HSC training iteration of the whole method (network + losses) against the reference's (seeded weights in the
 released 242-key layout, fixed memory banks; tests/fixtures/hsc/train/README.md, reference_full_step.npz): every
 term, each parameter's gradient (norm and first values) and the memories after the step.
-
-Needs ``wsss.methods.hsc`` (``HSCModule``, branch hsc_eps) with ``training_losses`` wired to
-``hsc_losses`` / ``hsc_contrast`` as docs/hsc_training.md shows; skipped where that module does not exist yet."""
+``HSCModule.training_losses`` = ``hsc_losses`` + ``hsc_contrast`` (docs/hsc.md, "HSC training losses")."""
 from __future__ import annotations
 
 import importlib.util
@@ -15,7 +13,7 @@ import torch
 
 from hsc_train_case import make_case
 
-hsc = pytest.importorskip("wsss.methods.hsc")
+from wsss.methods import hsc
 FIX = Path(__file__).parent / "fixtures"
 TERMS = ("cls", "sal", "er", "ecr", "rsc", "csc", "psc")
 BANKS = ("memobank1", "memobank_fb", "memobank1_p", "memobank2", "memobank1_fb", "memobank2_p")

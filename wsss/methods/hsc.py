@@ -10,10 +10,11 @@ Inference is EPS's (``inference.py`` = EPS ``infer.py`` with ``--thr 0.22`` and 
 foreground channels of the softmax over all ``C+1`` channels of ``forward_cam`` (``fc8(conv6)`` only), summed over
 scales and flips, divided by their maximum; the released file loads through :mod:`wsss.checkpoints.hsc`.
 
-Training: ``training_losses`` computes the reference's terms view by view. The EPS terms (classification and
-saliency loss) are here; HSC's further terms (min-pooling of the PCM CAM, SEAM's equivariance, the ROI-, class-
-and pixel-level contrast with their memories) are added in :meth:`HSCModule.hierarchical_losses`, the one place
-that extends the EPS baseline. Every number's source: ``docs/hsc.md``.
+Training (``module/train.py`` ``train_hsc``): one forward per view (the crop and its ``view2_size`` resize), the
+baseline terms of :mod:`wsss.methods.hsc_losses` (``cls`` with adaptive min-pooling of the PCM CAM, EPS's ``sal`` on
+CAM and PCM CAM, SEAM's ``er`` / ``ecr``) and the ROI-, class- and pixel-level contrast (``rsc``, ``csc``, ``psc``) of
+:class:`wsss.methods.hsc_contrast.HierarchicalSemanticContrast`, whose memories are buffers of this module.
+Every number's source: ``docs/hsc.md``.
 """
 from __future__ import annotations
 
@@ -26,6 +27,8 @@ from torch import nn
 from wsss.checkpoints import hsc as hsc_release
 
 from .eps import EPSModule
+from .hsc_contrast import HierarchicalSemanticContrast
+from .hsc_losses import contrast_targets, hsc_baseline_losses, label_crf_preset, second_view
 from .registry import Release, register_method
 
 
@@ -58,12 +61,13 @@ class HSCModule(EPSModule):
     release = Release(load=hsc_release.load_official_into, detect=hsc_release.is_official,
                       experiment=hsc_release.official_experiment, title="the HSC release (HSC_eps_v2.pth)")
     recipes = ("hsc_voc",)
-    #: every loss term and its default weight; hierarchical_losses' terms get theirs here too
-    loss_terms = {"cls": 1.0, "sal": 1.0}
+    #: every loss term and its default weight: the plain sum of train.py:579
+    loss_terms = {"cls": 1.0, "sal": 1.0, "er": 1.0, "ecr": 1.0, "rsc": 1.0, "csc": 1.0, "psc": 1.0}
 
     def __init__(self, *args, levels: Optional[Mapping[str, Optional[str]]] = None,
-                 head: Optional[Mapping[str, int]] = None, view2_size: int = 128, weights: Optional[str] = None,
-                 **kwargs):
+                 head: Optional[Mapping[str, int]] = None, view2_size: int = 128, ecr_fraction: float = 0.2,
+                 bg_threshold: float = 0.10, label_crf: Optional[Mapping] = None,
+                 contrast: Optional[Mapping] = None, weights: Optional[str] = None, **kwargs):
         levels = dict(levels or {})
         if kwargs.get("feature") is None:  # the CAM's level is the PCM's `final` (checkpoints record it as `feature`)
             kwargs["feature"] = levels.get("final")
@@ -90,6 +94,17 @@ class HSCModule(EPSModule):
         for p in self.region_proj[1].parameters():
             p.requires_grad_(False)
         self.view2_size = int(view2_size)
+        self.ecr_fraction, self.bg_threshold = float(ecr_fraction), float(bg_threshold)
+        # the contrast runs at the CAM size of view 2 (train.py:422, 128 // 8); its memories are buffers
+        contrast = dict(contrast or {})
+        if contrast.get("size") is None:
+            contrast["size"] = self.view2_size // 8
+        self.contrast_size = int(contrast["size"])
+        if "sim_clamp" in contrast:
+            contrast["sim_clamp"] = tuple(contrast["sim_clamp"])
+        self.contrast = HierarchicalSemanticContrast(num_classes=self.num_classes, roi_dim=dims["region_dim"],
+                                                     pixel_dim=dims["pixel_dim"], **contrast)
+        self.label_crf = label_crf_preset(dict(label_crf or {}))
         self.train()
         if weights:
             self.load_official(weights)
@@ -132,30 +147,28 @@ class HSCModule(EPSModule):
                 "pixel_feat": F.relu(self.pixel_proj(final)), "region_feat": self.region_proj(final)}
 
     # ----- training --------------------------------------------------------------------------
-    def second_view(self, image: torch.Tensor, saliency: torch.Tensor):
-        """View 2: the crop and its saliency resized to ``view2_size`` (bilinear, align_corners, ``train.py:536-537``)."""
-        s = (self.view2_size, self.view2_size)
-        return (F.interpolate(image, size=s, mode="bilinear", align_corners=True),
-                F.interpolate(saliency[:, None], size=s, mode="bilinear", align_corners=True)[:, 0])
-
-    def hierarchical_losses(self, batch: dict, label: torch.Tensor,
-                            view1: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
-        """HSC's terms beyond the EPS baseline, by name (weighted by ``method.loss_weights``).
-
-        The place where the second view (:meth:`second_view`), the PCM CAM's terms, SEAM's equivariance and the
-        ROI-, class- and pixel-level contrast (``wsss/methods/hsc_losses.py``, ``hsc_contrast.py``) are added;
-        until then none, and HSC trains as EPS on its main view.
-        """
-        return {}
-
     def training_losses(self, batch: dict) -> Dict[str, torch.Tensor]:
+        """The seven terms of ``train_hsc`` (train.py:536-579), weighted by ``method.loss_weights``. The networks run
+        in the trainer's precision; the loss pieces in float32 (the InfoNCE logits divide unnormalised memories,
+        |m| ~ 11, by 0.1). Memories update in training mode only."""
         if "saliency" not in batch:
             raise KeyError("method=hsc learns from saliency maps, but the batch has none; train with "
                            "supervision=saliency (ROOT/saliency/ID.png, or supervision.loader.saliency_dir=...)")
-        label = batch["cls"].to(batch["image"].dtype)
-        view1 = self.forward(batch["image"])
-        losses = self.view_losses(view1["cam"], batch["saliency"], label)   # EPS: cls + sal on the 448 crop
-        losses.update(self.hierarchical_losses(batch, label, view1))
+        image = batch["image"]
+        label = batch["cls"].float()
+        sal1 = batch["saliency"].float()
+        sal1 = sal1 if sal1.dim() == 4 else sal1[:, None]
+        image2, sal2 = second_view(image, sal1.to(image.dtype), self.view2_size)
+        v1, v2 = self.forward(image), self.forward(image2)
+        with torch.autocast(device_type=image.device.type, enabled=False):
+            v1 = {k: t.float() for k, t in v1.items()}
+            v2 = {k: t.float() for k, t in v2.items()}
+            losses = hsc_baseline_losses(v1["cam"], v1["cam_rv"], v2["cam"], v2["cam_rv"], sal1, sal2.float(), label,
+                                         tau=self.tau, alpha=self.lam, ecr_fraction=self.ecr_fraction)
+            targets = contrast_targets(v1["cam_rv"], v2["cam_rv"], image2.float(), label, size=self.contrast_size,
+                                       bg_threshold=self.bg_threshold, crf_preset=self.label_crf)
+            losses.update(self.contrast(v1["pixel_feat"], v1["region_feat"], v2["pixel_feat"], v2["region_feat"],
+                                        targets, label))
         unknown = set(losses) - set(self.loss_weights)
         if unknown:
             raise KeyError(f"HSC loss terms {sorted(unknown)} have no entry in method.loss_weights")

@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from wsss.methods.cam_ops import minmax_normalize
+from wsss.methods.eps_losses import eps_saliency_loss
 from wsss.methods.rtc_losses import adaptive_min_pooling_loss, max_onehot, topk_abs_mean
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -34,25 +35,7 @@ def second_view(image: torch.Tensor, saliency: torch.Tensor, size: int = 128) ->
 
 
 # ----- EPS ------------------------------------------------------------------------------------------------------
-def hsc_eps_saliency_loss(cam: torch.Tensor, saliency: torch.Tensor, labels: torch.Tensor, tau: float = 0.5,
-                          alpha: float = 0.5) -> torch.Tensor:
-    """EPS's saliency loss (loss_helper.py ``get_eps_loss``): MSE between the saliency and
-    ``alpha * fg + (1 - alpha) * bg`` of the 21-channel softmax, a labelled class counting as foreground only if
-    ``sum(round(p_c) * round(sal)) / sum(round(p_c) + 1e-4) > tau`` and as background otherwise.
-
-    ``cam`` B x 21 x h x w logits, ``saliency`` B x 1 x H x W in [0, 1] (nearest-resized to h x w, as the
-    reference's default ``F.interpolate``), ``labels`` B x 20."""
-    b, c, h, w = cam.shape
-    sal = F.interpolate(saliency, size=(h, w))
-    prob = F.softmax(cam, dim=1)
-    hard = torch.round(prob[:, :-1].detach())
-    overlap = (hard * torch.round(sal)).flatten(2).sum(-1) / (hard + 1e-4).flatten(2).sum(-1)
-    present = labels.bool()
-    fg_cls = (present & (overlap > tau)).to(prob.dtype)[:, :, None, None]
-    bg_cls = (present & ~(overlap > tau)).to(prob.dtype)[:, :, None, None]
-    fg = (prob[:, :-1] * fg_cls).sum(1, keepdim=True)
-    bg = 1 - (prob[:, -1:] + (prob[:, :-1] * bg_cls).sum(1, keepdim=True))
-    return F.mse_loss(fg * alpha + bg * (1 - alpha), sal)
+# HSC's get_eps_loss (module/loss_helper.py) is halbielee/EPS's: the one implementation is eps_losses.eps_saliency_loss.
 
 
 # ----- SEAM's PCM -----------------------------------------------------------------------------------------------
@@ -126,11 +109,12 @@ def seam_er_ecr(cam1: torch.Tensor, cam2: torch.Tensor, cam_rv1: torch.Tensor, c
 def hsc_baseline_losses(cam1, cam_rv1, cam2, cam_rv2, saliency1, saliency2, labels, tau: float = 0.5,
                         alpha: float = 0.5, ecr_fraction: float = 0.2) -> Dict[str, torch.Tensor]:
     """``cls``, ``sal``, ``er``, ``ecr`` of ``train_hsc`` (train.py:544-579), each with weight 1 as there.
-    ``sal`` = mean over views of the EPS loss on the CAM + mean over views of it on the PCM CAM."""
-    sal = (hsc_eps_saliency_loss(cam1, saliency1, labels, tau, alpha)
-           + hsc_eps_saliency_loss(cam2, saliency2, labels, tau, alpha)) / 2.0
-    sal_rv = (hsc_eps_saliency_loss(cam_rv1, saliency1, labels, tau, alpha)
-              + hsc_eps_saliency_loss(cam_rv2, saliency2, labels, tau, alpha)) / 2.0
+    ``sal`` = mean over views of the EPS loss (:func:`wsss.methods.eps_losses.eps_saliency_loss`, loss_helper.py
+    ``get_eps_loss``) on the CAM + mean over views of it on the PCM CAM."""
+    sal = (eps_saliency_loss(cam1, saliency1, labels, tau, alpha)
+           + eps_saliency_loss(cam2, saliency2, labels, tau, alpha)) / 2.0
+    sal_rv = (eps_saliency_loss(cam_rv1, saliency1, labels, tau, alpha)
+              + eps_saliency_loss(cam_rv2, saliency2, labels, tau, alpha)) / 2.0
     er, ecr = seam_er_ecr(cam1, cam2, cam_rv1, cam_rv2, labels, ecr_fraction)
     return {"cls": hsc_classification_loss(cam1, cam_rv1, cam2, cam_rv2, labels), "sal": sal + sal_rv,
             "er": er, "ecr": ecr}
