@@ -53,7 +53,7 @@ def test_one_hsc_training_iteration_equals_the_reference():
 def run_and_compare(case, ref):
     from wsss.checkpoints.hsc import load_official_state
 
-    model = hsc.HSCModule(backbone={"name": "resnet38d"}, num_classes=21, tau=0.5)
+    model = hsc.HSCModule(backbone={"name": "resnet38d"}, num_classes=21)   # tau 0.5: HSC's default
     load_official_state(model, seeded_release_state(model), "hsc", source="seeded state")
     model.contrast.load_reference_memories({k: case[k] for k in BANKS})
     for m in model.modules():  # the fixture ran with dropout off (its masks cannot be matched)

@@ -67,8 +67,9 @@ class HSCModule(EPSModule):
     def __init__(self, *args, levels: Optional[Mapping[str, Optional[str]]] = None,
                  head: Optional[Mapping[str, int]] = None, view2_size: int = 128, ecr_fraction: float = 0.2,
                  bg_threshold: float = 0.10, label_crf: Optional[Mapping] = None,
-                 contrast: Optional[Mapping] = None, weights: Optional[str] = None, **kwargs):
+                 contrast: Optional[Mapping] = None, weights: Optional[str] = None, tau: float = 0.5, **kwargs):
         levels = dict(levels or {})
+        kwargs["tau"] = tau  # HSC's train_voc.py:38 --tau 0.5 (EPSModule's default is EPS's 0.4)
         if kwargs.get("feature") is None:  # the CAM's level is the PCM's `final` (checkpoints record it as `feature`)
             kwargs["feature"] = levels.get("final")
         super().__init__(*args, **kwargs)
