@@ -93,7 +93,7 @@ class WSFCNModule(WSSSModule):
     seed_output = "seg"
     release = Release(load=wsfcn_release.load_official_into, detect=wsfcn_release.is_official,
                       experiment=wsfcn_release.official_experiment, title="the WS-FCN release")
-    recipes = ("wsfcn_voc",)
+    recipes = ("wsfcn_voc", "wsfcn_coco")
     score_aggregation = "mean"
 
     def __init__(self, *args, features: Optional[Mapping[str, Optional[str]]] = None,
