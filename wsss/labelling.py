@@ -94,6 +94,8 @@ def labelling_settings(layout: Layout, split: str, scores_dir, preset: CRFPreset
     """What determines the PNGs (``settings.json``): a rerun keeps existing ones only when this is equal."""
     crf = dataclasses.asdict(preset)
     crf.pop("source", None)
+    if crf.get("image") == "original":  # the default: settings of earlier runs stay equal
+        crf.pop("image")
     return {"tool": "pseudo_label", "scores_dir": str(Path(scores_dir).expanduser().absolute()), "split": split,
             "dataset_root": str(layout.root.absolute()), "num_classes": num_classes,
             "class_names": list(class_names), "background": background_summary(preset, bg), "crf": crf}

@@ -28,15 +28,30 @@ def resolve_recipe(model, cfg) -> dict:
         if cfg.get(key) is not None:
             value = cfg[key]
             recipe[key] = [float(s) for s in value] if key == "scales" else value
+    if cfg.get("cls_threshold") is not None:
+        recipe["cls_threshold"] = float(cfg["cls_threshold"])
     if not recipe["scales"] or any(float(s) <= 0 for s in recipe["scales"]):
         raise ValueError(f"scales must be positive numbers, got {recipe['scales']}")
+    from wsss.methods.base import check_recipe_values
+
+    check_recipe_values(recipe, "inference")
     return recipe
+
+
+def recipe_settings(recipe: dict) -> dict:
+    """The recipe values that determine the files (the class threshold only where it chooses the classes)."""
+    out = {k: recipe[k] for k in RECIPE_KEYS}
+    if recipe["classes"] == "predicted":
+        out["cls_threshold"] = float(recipe["cls_threshold"])
+    return out
 
 
 def preset_settings(preset) -> dict:
     """A CRF preset as plain values (its ``source`` citation does not change outputs)."""
     out = dataclasses.asdict(preset)
     out.pop("source", None)
+    if out.get("image") == "original":  # the default: settings of earlier runs stay equal
+        out.pop("image")
     return out
 
 
@@ -53,7 +68,7 @@ def inference_settings(cfg, model, recipe: dict, preset) -> dict:
             **({"scores_format": fmt} if fmt != "npy" else {}),
             "split": str(cfg.split), "dataset_root": str(Path(str(cfg.dataset.root)).expanduser().absolute()),
             "num_classes": int(model.num_classes), "class_names": list(model.class_names),
-            **{k: recipe[k] for k in RECIPE_KEYS}, "aggregation": model.score_aggregation,
+            **recipe_settings(recipe), "aggregation": model.score_aggregation,
             "background": {k: v for k, v in dict(model.bg).items() if k in RULE_KEYS},
             "crf": preset_settings(preset), "precision": str(cfg.precision),
             **{key: fingerprint(cfg[key]) if cfg.get(key) else None for key in tool_owners()}}
@@ -97,6 +112,9 @@ def crf_job(task: dict) -> str:
 
 
 def stored_classes(label: Optional[torch.Tensor], mode: str, num_fg: int) -> List[int]:
+    """Foreground indices stored in ``scores/ID.npy``; ``label`` is the predicted one for ``classes=predicted``."""
+    if mode == "predicted":
+        return [int(k) for k in torch.nonzero(label > 0.5).flatten()]
     if mode == "all" or label is None:
         return list(range(num_fg))
     return [int(k) for k in torch.nonzero(label > 0.5).flatten()]
@@ -124,6 +142,16 @@ def write_image_outputs(model, recipe: dict, name: str, label, agg: torch.Tensor
     else:
         task.update(fg=np.ascontiguousarray(fg[keys]), keys=keys)
     crf.submit(task)
+
+
+def image_labels(model, recipe: dict, inputs, batch: dict) -> list:
+    """Each image's label: the dataset's, or with ``classes=predicted`` the method's own classifier's classes
+    (mean probability over the scales and flips >= ``cls_threshold``; ``infer_rsepm.py --conf_th``)."""
+    if recipe["classes"] != "predicted":
+        return list(batch["cls"])
+    with torch.no_grad():
+        probs = model.multiscale_class_probs(inputs, bool(recipe["flip"])).float().cpu()
+    return [(p >= float(recipe["cls_threshold"])).float() for p in probs]
 
 
 # ----- the loop ------------------------------------------------------------------------------
@@ -162,11 +190,12 @@ def infer_images(model, todo: list, recipe: dict, preset, dirs: Dict[str, Path],
                                                channels_last=bool(cfg.get("channels_last")), output=output)
                 agg = agg.float()
                 fg = model.foreground_scores(agg, output).float().cpu().numpy()
+                labels = image_labels(model, recipe, inputs, batch)
                 for i, name in enumerate(batch["name"]):
                     if on_image is not None:
-                        on_image(name, batch["cls"][i], fg[i])
+                        on_image(name, labels[i], fg[i])
                         continue
-                    write_image_outputs(model, recipe, name, batch["cls"][i], agg[i], fg[i],
+                    write_image_outputs(model, recipe, name, labels[i], agg[i], fg[i],
                                         outputs_of(dirs, name, scores_format), crf, dict(crf_task, image=image_of[name]),
                                         output)
                 bar.update(len(batch["name"]))
