@@ -41,7 +41,7 @@ def resolve_recipe(model, cfg) -> dict:
 def recipe_settings(recipe: dict) -> dict:
     """The recipe values that determine the files (the class threshold only where it chooses the classes)."""
     out = {k: recipe[k] for k in RECIPE_KEYS}
-    if recipe["classes"] == "predicted":
+    if recipe["classes"] in ("predicted", "peak"):
         out["cls_threshold"] = float(recipe["cls_threshold"])
     return out
 
@@ -104,7 +104,10 @@ def crf_job(task: dict) -> str:
     image = task["image"] if isinstance(task["image"], np.ndarray) else read_image(task["image"])
     if task["probs"] is not None:  # learned background: CRF on the network's own probabilities
         probs, class_ids = task["probs"], np.asarray(task["class_ids"])
-        label = class_ids[np.argmax(dense_crf(image, probs, task["preset"]), axis=0)].astype(np.uint8)
+        if len(class_ids) < 2:  # one label: nothing to decide (RecurSeed writes zeros, whichever class it is)
+            label = np.zeros(probs.shape[1:], np.uint8)
+        else:
+            label = class_ids[np.argmax(dense_crf(image, probs, task["preset"]), axis=0)].astype(np.uint8)
     else:
         label = refine(image, task["fg"], task["keys"], task["preset"], task["bg"], task["num_classes"])
     write_label_png(task["out"], label)
@@ -112,8 +115,9 @@ def crf_job(task: dict) -> str:
 
 
 def stored_classes(label: Optional[torch.Tensor], mode: str, num_fg: int) -> List[int]:
-    """Foreground indices stored in ``scores/ID.npy``; ``label`` is the predicted one for ``classes=predicted``."""
-    if mode == "predicted":
+    """Foreground indices stored in ``scores/ID.npy``; ``label`` is the predicted one for ``classes=predicted`` /
+    ``peak``."""
+    if mode in ("predicted", "peak"):
         return [int(k) for k in torch.nonzero(label > 0.5).flatten()]
     if mode == "all" or label is None:
         return list(range(num_fg))
@@ -138,15 +142,22 @@ def write_image_outputs(model, recipe: dict, name: str, label, agg: torch.Tensor
     task = dict(crf_task, out=str(paths["crf"]), probs=None, fg=None, keys=None)
     if model.output_spec(output).has_background and crf_task["preset"].background is None:
         rows = [0] + [k + 1 for k in keys]
+        if recipe["classes"] == "peak" and float(full[0].max()) < float(recipe["cls_threshold"]):
+            rows = rows[1:]   # infer_seg.py: the background is a class like the others, kept at its peak
         task.update(probs=full[rows].cpu().numpy().astype(np.float32), class_ids=rows)
     else:
         task.update(fg=np.ascontiguousarray(fg[keys]), keys=keys)
     crf.submit(task)
 
 
-def image_labels(model, recipe: dict, inputs, batch: dict) -> list:
-    """Each image's label: the dataset's, or with ``classes=predicted`` the method's own classifier's classes
-    (mean probability over the scales and flips >= ``cls_threshold``; ``infer_rsepm.py --conf_th``)."""
+def image_labels(model, recipe: dict, inputs, batch: dict, agg: torch.Tensor, output=None) -> list:
+    """Each image's label: the dataset's; with ``classes=predicted`` the method's own classifier's classes (mean
+    probability over the scales and flips >= ``cls_threshold``; ``infer_rsepm.py --conf_th``); with
+    ``classes=peak`` the classes whose score reaches ``cls_threshold`` somewhere (``infer_seg.py``: 0.05)."""
+    if recipe["classes"] == "peak":
+        full = model.finalize_scores(agg, output).float()
+        peaks = full.flatten(2).amax(dim=2)[:, 1:].cpu()
+        return [(p >= float(recipe["cls_threshold"])).float() for p in peaks]
     if recipe["classes"] != "predicted":
         return list(batch["cls"])
     with torch.no_grad():
@@ -190,7 +201,7 @@ def infer_images(model, todo: list, recipe: dict, preset, dirs: Dict[str, Path],
                                                channels_last=bool(cfg.get("channels_last")), output=output)
                 agg = agg.float()
                 fg = model.foreground_scores(agg, output).float().cpu().numpy()
-                labels = image_labels(model, recipe, inputs, batch)
+                labels = image_labels(model, recipe, inputs, batch, agg, output)
                 for i, name in enumerate(batch["name"]):
                     if on_image is not None:
                         on_image(name, labels[i], fg[i])

@@ -43,6 +43,7 @@ INFERENCE_DEFAULTS = {
                               # | bilinear_int (RecurSeed: torch bilinear on the float image, int(W*s))
     "classes": "label",       # classes stored in scores/ID.npy: label (image-level label) | all
                               # | predicted (the method's classifier: multiscale_class_probs >= cls_threshold)
+                              # | peak (classes, background included, whose maximum score >= cls_threshold)
     "pred_with_labels": None,  # restrict pred/ID.png to labelled classes (None: eval_with_labels)
     "crf": "none",            # conf/crf preset applied by wsss.infer when crf= is not given
     "cls_threshold": 0.5,     # wsss.predict / classes=predicted: a class is in the image at this probability
@@ -63,7 +64,7 @@ def inference_recipe(inference: Mapping | None, eval_with_labels: bool) -> dict:
 
 
 RESIZE_RULES = ("pil_bicubic", "bilinear", "cv2_bilinear", "bilinear_int")
-CLASS_MODES = ("label", "all", "predicted")
+CLASS_MODES = ("label", "all", "predicted", "peak")
 
 
 def check_recipe_values(recipe: Mapping, where: str) -> None:
