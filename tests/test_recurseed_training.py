@@ -132,3 +132,16 @@ def test_a_few_steps_on_one_batch_lower_the_classification_and_segmentation_loss
         opt.step()
     assert losses["cls"].item() < 0.8 * first["cls"]
     assert losses["seg"].item() < first["seg"]
+
+
+def test_bare_method_recurseed_trains_on_the_synthetic_set_with_its_preset(train_cfg):
+    """`python -m wsss.train method=recurseed`: the synthetic preset applies and a step of every loss runs."""
+    from wsss.engine import build_datamodule, build_method, build_trainer
+
+    cfg = train_cfg("method=recurseed", "method.training.epm_start_epoch=0", "dataset.batch_size=2",
+                    "dataset.num_workers=0", "logger=none")
+    assert cfg.method.head.low_level == "stage2" and cfg.method.training.seed_stride == 8   # the preset
+    model = build_method(cfg)
+    trainer = build_trainer(cfg, fast_dev_run=True, enable_progress_bar=False)
+    trainer.fit(model, datamodule=build_datamodule(cfg))
+    assert trainer.global_step == 1 and "train/mix_seg" in trainer.logged_metrics
