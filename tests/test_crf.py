@@ -74,11 +74,21 @@ def _ref_rtc(img, fg):
     return np.array(d.inference(10)).reshape((21, H, W)), np.arange(21)
 
 
+def _recurseed_image(img):
+    """RecurSeed's Normalize (float32, per channel) then Denormalize (float64, astype uint8: truncation)."""
+    mean, std = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+    x = np.asarray(img, np.float32)
+    norm = np.empty_like(x)
+    for c in range(3):
+        norm[..., c] = (x[..., c] / 255. - mean[c]) / std[c]
+    return ((norm * std + mean) * 255).astype(np.uint8)
+
+
 REFERENCES = {
     "seam": lambda img, fg: _ref_present_power(img, fg, 4, 10, 3, 3, 80, 13, 10),
     "seam_ha": lambda img, fg: _ref_present_power(img, fg, 24, 10, 3, 3, 80, 13, 10),
     "hsc": lambda img, fg: _ref_present_power(img, fg, 7, 8, 3, 3, 80, 13, 10),
-    "recurseed": lambda img, fg: _ref_present_power(img, fg, 2.0, 10, 1, 3, 67, 3, 4),
+    "recurseed": lambda img, fg: _ref_present_power(_recurseed_image(img), fg, 2.0, 10, 1, 3, 67, 3, 4),
     "wsfcn": lambda img, fg: _ref_all_power(img, fg, 5, 10, 3, 3, 30, 13, 10),
     "spml": lambda img, fg: _ref_all_power(img, fg, 6, 10, 1, 3, 67, 3, 4),
     "rtc": _ref_rtc,

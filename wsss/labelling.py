@@ -94,6 +94,8 @@ def labelling_settings(layout: Layout, split: str, scores_dir, preset: CRFPreset
     """What determines the PNGs (``settings.json``): a rerun keeps existing ones only when this is equal."""
     crf = dataclasses.asdict(preset)
     crf.pop("source", None)
+    if crf.get("image") == "original":  # the default: settings of earlier runs stay equal
+        crf.pop("image")
     return {"tool": "pseudo_label", "scores_dir": str(Path(scores_dir).expanduser().absolute()), "split": split,
             "dataset_root": str(layout.root.absolute()), "num_classes": num_classes,
             "class_names": list(class_names), "background": background_summary(preset, bg), "crf": crf}
@@ -199,7 +201,7 @@ def fused_pseudo_labels(model, cfg, layout: Layout, out_dir: Path, preset: CRFPr
     by_id = {it["id"]: it for it in todo}
 
     def on_image(name, label, fg):
-        keys = stored_classes(label, recipe["classes"], fg.shape[0], fg)
+        keys = stored_classes(label, recipe["classes"], fg.shape[0])
         jobs.submit(task(by_id[name], {k: fg[k] for k in keys}))
 
     try:

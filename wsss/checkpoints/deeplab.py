@@ -62,8 +62,14 @@ def convert_yude_deeplabv2(sd: Mapping[str, Tensor], source: str = "<state dict>
 
 
 def load_deeplabv2_release(module: nn.Module, path: str | Path) -> None:
-    """Load an official RTC / HSC DeepLab v2 ``.pth`` into a DeepLabModule built by ``experiment=deeplabv2_voc``."""
+    """Load an official RTC / HSC DeepLab v2 ``.pth`` into a DeepLabModule built by ``experiment=deeplabv2_voc``,
+    or a RecurSeed DeepLab v3+ / v2 file (``experiment=recurseed_voc_deeplab*``, :mod:`wsss.checkpoints.recurseed`)."""
+    from . import recurseed
+
     sd, _fmt = read_weights_file(path)
+    if recurseed.is_segmentation_release(sd):
+        recurseed.load_state(module, sd, recurseed.layout_of(sd), str(path))
+        return
     mapped = convert_yude_deeplabv2(sd, str(path))
     own = module.state_dict()
     missing = [k for k in own if k not in mapped and not k.endswith("num_batches_tracked")]
@@ -80,13 +86,26 @@ def load_deeplabv2_release(module: nn.Module, path: str | Path) -> None:
 
 
 def is_official(obj) -> bool:
-    """Whether a loaded object has the release's key layout (``cls_conv`` classifier, ``aspp.branch*``)."""
+    """Whether a loaded object has a release's key layout: RTC / HSC (``cls_conv`` classifier, ``aspp.branch*``)
+    or RecurSeed's DeepLab v3+ / v2."""
+    from . import recurseed
+
     if not isinstance(obj, Mapping):
         return False
+    if recurseed.is_segmentation_release(obj):
+        return True
     keys = {k[len("module."):] if k.startswith("module.") else k for k in map(str, obj)}
     return "cls_conv.weight" in keys and any(k.startswith("aspp.branch1.") for k in keys)
 
 
 def official_experiment(path: str | Path) -> str:
-    """The recipe whose network the releases fit (RTC's and HSC's: ResNet-101 DeepLab v2 on VOC12)."""
-    return "deeplabv2_voc"
+    """The recipe whose network a release fits: RecurSeed's DeepLab v3+ / v2 files their
+    ``recurseed_voc_deeplab*`` recipes, anything else RTC's and HSC's ResNet-101 DeepLab v2 (``deeplabv2_voc``)."""
+    from . import recurseed
+
+    try:
+        sd, _fmt = read_weights_file(path)
+    except Exception:  # noqa: BLE001 - unreadable here: the load will explain it
+        return "deeplabv2_voc"
+    layout = recurseed.layout_of(sd)
+    return recurseed.EXPERIMENTS[layout] if layout in (recurseed.DEEPLABV3PLUS, recurseed.DEEPLABV2) else "deeplabv2_voc"

@@ -3,7 +3,9 @@
 The seed repos (PSA, SEAM, RTC) resize the uint8 image with PIL bicubic to ``(round(W*s), round(H*s))``
 before normalising (``resize=pil_bicubic``); ``resize=bilinear`` resizes the normalised float image with
 ``torch`` instead; ``resize=cv2_bilinear`` is SPML's ``create_image_pyramid`` (``spml/data/transforms.py: resize``):
-``cv2.resize(..., INTER_LINEAR)`` of the normalised float32 HxWx3 image to ``(int(W*s), int(H*s))``.
+``cv2.resize(..., INTER_LINEAR)`` of the normalised float32 HxWx3 image to ``(int(W*s), int(H*s))``;
+``resize=bilinear_int`` is RecurSeed's ``torch_utils.resize``: torch bilinear (``align_corners=False``, no
+antialias) of the normalised image to ``(int(H*s), int(W*s))``.
 Images of the same size form a batch, so every scale is one forward of the whole batch (and its flips) with
 bit-identical per-image results.
 """
@@ -48,6 +50,10 @@ def image_pyramid(image: np.ndarray, scales: Sequence[float], resize: str = "pil
             hwc = np.ascontiguousarray(base.numpy().transpose(1, 2, 0))
             out.append(base if size == (h, w) else torch.from_numpy(np.ascontiguousarray(
                 cv2.resize(hwc, (size[1], size[0]), interpolation=cv2.INTER_LINEAR).transpose(2, 0, 1))))
+        elif resize == "bilinear_int":  # RecurSeed torch_utils.resize: int() sizes, no call when unchanged
+            size = (int(h * s), int(w * s))
+            out.append(base if size == (h, w) else
+                       F.interpolate(base[None], size=size, mode="bilinear", align_corners=False)[0])
         elif size == (h, w):
             out.append(base)
         elif resize == "pil_bicubic":
@@ -56,7 +62,7 @@ def image_pyramid(image: np.ndarray, scales: Sequence[float], resize: str = "pil
         elif resize == "bilinear":
             out.append(F.interpolate(base[None], size=size, mode="bilinear", align_corners=False)[0])
         else:
-            raise ValueError(f"resize must be pil_bicubic, bilinear or cv2_bilinear, not {resize!r}")
+            raise ValueError(f"resize must be pil_bicubic, bilinear, cv2_bilinear or bilinear_int, not {resize!r}")
     return out
 
 

@@ -28,15 +28,32 @@ def resolve_recipe(model, cfg) -> dict:
         if cfg.get(key) is not None:
             value = cfg[key]
             recipe[key] = [float(s) for s in value] if key == "scales" else value
+    if cfg.get("cls_threshold") is not None:
+        recipe["cls_threshold"] = float(cfg["cls_threshold"])
     if not recipe["scales"] or any(float(s) <= 0 for s in recipe["scales"]):
         raise ValueError(f"scales must be positive numbers, got {recipe['scales']}")
+    from wsss.methods.base import check_recipe_values
+
+    check_recipe_values(recipe, "inference")
     return recipe
+
+
+def recipe_settings(recipe: dict) -> dict:
+    """The recipe values that determine the files (the class threshold only where it chooses the classes)."""
+    out = {k: recipe[k] for k in RECIPE_KEYS}
+    if recipe["classes"] in ("predicted", "peak"):
+        out["cls_threshold"] = float(recipe["cls_threshold"])
+    if recipe.get("pad_size"):
+        out["pad_size"] = recipe["pad_size"]   # only when set: other methods' settings.json stay as they were
+    return out
 
 
 def preset_settings(preset) -> dict:
     """A CRF preset as plain values (its ``source`` citation does not change outputs)."""
     out = dataclasses.asdict(preset)
     out.pop("source", None)
+    if out.get("image") == "original":  # the default: settings of earlier runs stay equal
+        out.pop("image")
     return out
 
 
@@ -53,8 +70,7 @@ def inference_settings(cfg, model, recipe: dict, preset) -> dict:
             **({"scores_format": fmt} if fmt != "npy" else {}),
             "split": str(cfg.split), "dataset_root": str(Path(str(cfg.dataset.root)).expanduser().absolute()),
             "num_classes": int(model.num_classes), "class_names": list(model.class_names),
-            **{k: recipe[k] for k in RECIPE_KEYS}, "aggregation": model.score_aggregation,
-            **({"pad_size": recipe["pad_size"]} if recipe.get("pad_size") else {}),
+            **recipe_settings(recipe), "aggregation": model.score_aggregation,
             "background": {k: v for k, v in dict(model.bg).items() if k in RULE_KEYS},
             "crf": preset_settings(preset), "precision": str(cfg.precision),
             **{key: fingerprint(cfg[key]) if cfg.get(key) else None for key in tool_owners()}}
@@ -90,19 +106,22 @@ def crf_job(task: dict) -> str:
     image = task["image"] if isinstance(task["image"], np.ndarray) else read_image(task["image"])
     if task["probs"] is not None:  # learned background: CRF on the network's own probabilities
         probs, class_ids = task["probs"], np.asarray(task["class_ids"])
-        label = class_ids[np.argmax(dense_crf(image, probs, task["preset"]), axis=0)].astype(np.uint8)
+        if len(class_ids) < 2:  # one label: nothing to decide (RecurSeed writes zeros, whichever class it is)
+            label = np.zeros(probs.shape[1:], np.uint8)
+        else:
+            label = class_ids[np.argmax(dense_crf(image, probs, task["preset"]), axis=0)].astype(np.uint8)
     else:
         label = refine(image, task["fg"], task["keys"], task["preset"], task["bg"], task["num_classes"])
     write_label_png(task["out"], label)
     return task["out"]
 
 
-def stored_classes(label: Optional[torch.Tensor], mode: str, num_fg: int, fg: Optional[np.ndarray] = None) -> List[int]:
-    """Foreground classes stored of an image: ``all``, its image-level ``label``'s, or the ``predicted`` ones (a
-    method that predicts the classes itself, WS-FCN, zeroes the maps of the others)."""
-    if mode == "predicted" and fg is not None:
-        return [k for k in range(num_fg) if np.any(fg[k])]
-    if mode in ("all", "predicted") or label is None:
+def stored_classes(label: Optional[torch.Tensor], mode: str, num_fg: int) -> List[int]:
+    """Foreground indices stored in ``scores/ID.npy``; ``label`` is the predicted one for ``classes=predicted`` /
+    ``peak``."""
+    if mode in ("predicted", "peak"):
+        return [int(k) for k in torch.nonzero(label > 0.5).flatten()]
+    if mode == "all" or label is None:
         return list(range(num_fg))
     return [int(k) for k in torch.nonzero(label > 0.5).flatten()]
 
@@ -111,7 +130,7 @@ def write_image_outputs(model, recipe: dict, name: str, label, agg: torch.Tensor
                         paths: Dict[str, Path], crf, crf_task: dict, output: Optional[str] = None) -> None:
     """Score dict, prediction PNG and (queued) CRF label of one image from its aggregated raw scores of
     ``output`` (None: the seed output)."""
-    keys = stored_classes(label, recipe["classes"], fg.shape[0], fg)
+    keys = stored_classes(label, recipe["classes"], fg.shape[0])
     if "scores" in paths:  # wsss.predict stores them only with save_scores=true
         save_score_dict(paths["scores"], {k: fg[k] for k in keys}, "npz16" if paths["scores"].suffix == ".npz" else "npy")
     full = model.finalize_scores(agg[None], output)[0].float()
@@ -125,10 +144,27 @@ def write_image_outputs(model, recipe: dict, name: str, label, agg: torch.Tensor
     task = dict(crf_task, out=str(paths["crf"]), probs=None, fg=None, keys=None)
     if model.output_spec(output).has_background and crf_task["preset"].background is None:
         rows = [0] + [k + 1 for k in keys]
+        if recipe["classes"] == "peak" and float(full[0].max()) < float(recipe["cls_threshold"]):
+            rows = rows[1:]   # infer_seg.py: the background is a class like the others, kept at its peak
         task.update(probs=full[rows].cpu().numpy().astype(np.float32), class_ids=rows)
     else:
         task.update(fg=np.ascontiguousarray(fg[keys]), keys=keys)
     crf.submit(task)
+
+
+def image_labels(model, recipe: dict, inputs, batch: dict, agg: torch.Tensor, output=None) -> list:
+    """Each image's label: the dataset's; with ``classes=predicted`` the method's own classifier's classes (mean
+    probability over the scales and flips >= ``cls_threshold``; ``infer_rsepm.py --conf_th``); with
+    ``classes=peak`` the classes whose score reaches ``cls_threshold`` somewhere (``infer_seg.py``: 0.05)."""
+    if recipe["classes"] == "peak":
+        full = model.finalize_scores(agg, output).float()
+        peaks = full.flatten(2).amax(dim=2)[:, 1:].cpu()
+        return [(p >= float(recipe["cls_threshold"])).float() for p in peaks]
+    if recipe["classes"] != "predicted":
+        return list(batch["cls"])
+    with torch.no_grad():
+        probs = model.multiscale_class_probs(inputs, bool(recipe["flip"])).float().cpu()
+    return [(p >= float(recipe["cls_threshold"])).float() for p in probs]
 
 
 # ----- the loop ------------------------------------------------------------------------------
@@ -167,11 +203,12 @@ def infer_images(model, todo: list, recipe: dict, preset, dirs: Dict[str, Path],
                                                channels_last=bool(cfg.get("channels_last")), output=output)
                 agg = agg.float()
                 fg = model.foreground_scores(agg, output).float().cpu().numpy()
+                labels = image_labels(model, recipe, inputs, batch, agg, output)
                 for i, name in enumerate(batch["name"]):
                     if on_image is not None:
-                        on_image(name, batch["cls"][i], fg[i])
+                        on_image(name, labels[i], fg[i])
                         continue
-                    write_image_outputs(model, recipe, name, batch["cls"][i], agg[i], fg[i],
+                    write_image_outputs(model, recipe, name, labels[i], agg[i], fg[i],
                                         outputs_of(dirs, name, scores_format), crf, dict(crf_task, image=image_of[name]),
                                         output)
                 bar.update(len(batch["name"]))

@@ -40,10 +40,13 @@ INFERENCE_DEFAULTS = {
     "flip": False,            # add horizontally flipped inputs
     "resize": "pil_bicubic",  # pil_bicubic (PSA/SEAM/RTC data loaders, round(W*s)) | bilinear (torch, float image)
                               # | cv2_bilinear (SPML: cv2 INTER_LINEAR on the float image, int(W*s))
+                              # | bilinear_int (RecurSeed: torch bilinear on the float image, int(W*s))
     "classes": "label",       # classes stored in scores/ID.npy: label (image-level label) | all
+                              # | predicted (the method's classifier: multiscale_class_probs >= cls_threshold)
+                              # | peak (classes, background included, whose maximum score >= cls_threshold)
     "pred_with_labels": None,  # restrict pred/ID.png to labelled classes (None: eval_with_labels)
     "crf": "none",            # conf/crf preset applied by wsss.infer when crf= is not given
-    "cls_threshold": 0.5,     # wsss.predict: a class is in the image when image_label_probs exceeds this
+    "cls_threshold": 0.5,     # wsss.predict / classes=predicted: a class is in the image at this probability
     "pad_size": None,         # [H, W]: methods that pad every view centred to a fixed canvas (WS-FCN's TEST.PAD_SIZE)
 }
 
@@ -57,16 +60,29 @@ def inference_recipe(inference: Mapping | None, eval_with_labels: bool) -> dict:
     recipe.update({k: (list(v) if k == "scales" else v) for k, v in dict(inference or {}).items()})
     if recipe["pred_with_labels"] is None:
         recipe["pred_with_labels"] = bool(eval_with_labels)
-    if recipe["resize"] not in ("pil_bicubic", "bilinear", "cv2_bilinear"):
-        raise ValueError(f"method.inference.resize must be pil_bicubic, bilinear or cv2_bilinear, "
-                         f"not {recipe['resize']!r}")
-    if recipe["classes"] not in ("label", "all", "predicted"):
-        raise ValueError(f"method.inference.classes must be label, all or predicted, not {recipe['classes']!r}")
+    check_recipe_values(recipe, "method.inference")
     if recipe["pad_size"] is not None:
         recipe["pad_size"] = [int(s) for s in recipe["pad_size"]]
         if len(recipe["pad_size"]) != 2 or min(recipe["pad_size"]) < 1:
             raise ValueError(f"method.inference.pad_size must be [height, width], not {recipe['pad_size']}")
     return recipe
+
+
+RESIZE_RULES = ("pil_bicubic", "bilinear", "cv2_bilinear", "bilinear_int")
+CLASS_MODES = ("label", "all", "predicted", "peak")
+
+
+def _inputs_key(inputs: Sequence[torch.Tensor], flip: bool) -> tuple:
+    """Which pyramid a remembered result belongs to (the same tensors, the same flip)."""
+    return (bool(flip),) + tuple((x.data_ptr(), tuple(x.shape)) for x in inputs)
+
+
+def check_recipe_values(recipe: Mapping, where: str) -> None:
+    """Unknown resize rules or class modes are errors before any image is read."""
+    if recipe["resize"] not in RESIZE_RULES:
+        raise ValueError(f"{where}.resize must be one of {RESIZE_RULES}, not {recipe['resize']!r}")
+    if recipe["classes"] not in CLASS_MODES:
+        raise ValueError(f"{where}.classes must be one of {CLASS_MODES}, not {recipe['classes']!r}")
 
 
 class WSSSModule(pl.LightningModule):
@@ -150,6 +166,31 @@ class WSSSModule(pl.LightningModule):
         """``B x C-1`` probabilities that each foreground class is in the image, from the method's own classifier;
         None for methods without one (``wsss.predict`` then restricts nothing)."""
         return None
+
+    def remember_class_probs(self, inputs: Sequence[torch.Tensor], flip: bool, probs: torch.Tensor) -> None:
+        """Keep the image-level probabilities a method's :meth:`multiscale_raw_scores` computed from its own forwards
+        (RecurSeed's mean sigmoid, WS-FCN's max over padded views), so :meth:`multiscale_class_probs` on the same
+        inputs returns them instead of running the network again."""
+        self._class_probs_cache = (_inputs_key(inputs, flip), probs)
+
+    @torch.no_grad()
+    def multiscale_class_probs(self, inputs: Sequence[torch.Tensor], flip: bool = True) -> torch.Tensor:
+        """``B x C-1`` image-level probabilities for ``inference.classes=predicted``: those remembered by the last
+        :meth:`multiscale_raw_scores` on the same inputs, else the mean of :meth:`image_label_probs` over the scales
+        in ``inputs`` and their mirrors."""
+        cached = getattr(self, "_class_probs_cache", None)
+        if cached is not None and cached[0] == _inputs_key(inputs, flip):
+            return cached[1]
+        total, count = None, 0
+        for x in inputs:
+            for view in ((x, x.flip(-1)) if flip else (x,)):
+                probs = self.image_label_probs(view)
+                if probs is None:
+                    raise ValueError(f"inference.classes=predicted needs an image classifier; method "
+                                     f"'{self.method_name}' has none (use classes=label or all)")
+                total = probs.float() if total is None else total + probs.float()
+                count += 1
+        return total / count
 
     def foreground_scores(self, raw: torch.Tensor, output: Optional[str] = None) -> torch.Tensor:
         """``B x C x H x W`` foreground scores, as the seed repos store them in their ``.npy`` dicts."""

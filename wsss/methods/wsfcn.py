@@ -179,7 +179,9 @@ class WSFCNModule(WSSSModule):
         masks, probs = self.views_scores(batch)
         nv = len(views)
         masks = masks.float().view(b, nv, *masks.shape[1:])
-        keep = (probs.float().view(b, nv, -1).max(dim=1).values > float(self.inference["cls_threshold"]))
+        class_probs = probs.float().view(b, nv, -1).max(dim=1).values
+        self.remember_class_probs(inputs, flip, class_probs)  # the runner's classes=predicted reads these
+        keep = class_probs > float(self.inference["cls_threshold"])
         total = None
         for i, ((top, left, h, w), mirrored) in enumerate(boxes):
             part = masks[:, i, 1:, top:top + h, left:left + w]

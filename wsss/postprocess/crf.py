@@ -29,6 +29,11 @@ from .background import Background, plain_config
 
 UNARIES = ("softmax", "labels")
 LABEL_SPACES = ("present", "all")
+#: the RGB image the bilateral kernel sees: the file's pixels, or the reference's round trip through its
+#: normalisation (float32 ``(x/255 - mean)/std`` then ``((x*std + mean)*255).astype(uint8)``, which truncates)
+CRF_IMAGES = ("original", "renormalized")
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 @dataclass(frozen=True)
@@ -55,6 +60,7 @@ class CRFPreset:
       ``all`` = all ``num_classes`` labels, absent classes scored 0 (RTC, WS-FCN, SPML).
     * ``background``: the preset's own background rule, or None for the pipeline's.
     * ``scale_factor`` divides both kernels' ``sxy`` (SEAM's ``crf_inference`` argument).
+    * ``image``: ``original`` pixels, or ``renormalized`` (:func:`crf_image`; RecurSeed's CRF).
     """
 
     name: str = "none"
@@ -68,6 +74,7 @@ class CRFPreset:
     scale_factor: float = 1.0
     gaussian: Gaussian = field(default_factory=Gaussian)
     bilateral: Bilateral = field(default_factory=Bilateral)
+    image: str = "original"
     source: str = ""
 
     def __post_init__(self):
@@ -82,6 +89,8 @@ class CRFPreset:
             raise ValueError(f"crf preset '{self.name}': iterations must be >= 1")
         if self.scale_factor <= 0:
             raise ValueError(f"crf preset '{self.name}': scale_factor must be > 0")
+        if self.image not in CRF_IMAGES:
+            raise ValueError(f"crf preset '{self.name}': image '{self.image}' unknown; use one of {CRF_IMAGES}")
 
     @classmethod
     def from_config(cls, cfg) -> "CRFPreset":
@@ -122,6 +131,20 @@ def load_preset(name: str) -> CRFPreset:
     return CRFPreset.from_config(OmegaConf.load(path))
 
 
+def crf_image(image: np.ndarray, preset: CRFPreset) -> np.ndarray:
+    """The image the bilateral kernel sees. ``renormalized``: RecurSeed's ``augment_utils.Normalize`` (float32,
+    channel by channel) followed by ``Denormalize`` (float64 ``x*std + mean``, ``*255``, ``astype(uint8)``,
+    i.e. truncation: some pixels come back one lower), OFRIN/RecurSeed_and_EdgePredictMix@df538e2
+    ``tools/ai/augment_utils.py:340-385``, ``convert_seed_to_pseudo_masks.py:107``."""
+    if preset.image == "original":
+        return image
+    x = np.asarray(image, dtype=np.float32)
+    norm = np.empty_like(x)
+    for c in range(3):
+        norm[..., c] = (x[..., c] / 255. - IMAGENET_MEAN[c]) / IMAGENET_STD[c]
+    return ((norm * np.asarray(IMAGENET_STD) + np.asarray(IMAGENET_MEAN)) * 255).astype(np.uint8)
+
+
 def dense_crf(image: np.ndarray, probs: np.ndarray, preset: CRFPreset) -> np.ndarray:
     """Run the preset's dense CRF on ``probs`` (n x H x W); returns the n x H x W marginals.
 
@@ -135,6 +158,7 @@ def dense_crf(image: np.ndarray, probs: np.ndarray, preset: CRFPreset) -> np.nda
         raise ValueError(f"probs must be n x H x W, got shape {probs.shape}")
     n, h, w = probs.shape
     _check_image(image, (h, w))
+    image = crf_image(image, preset)
     if not np.isfinite(probs).all():
         raise ValueError("scores contain NaN or inf; the CRF unary would be undefined")
     if preset.unary == "softmax":
