@@ -84,3 +84,30 @@ def test_a_single_kept_class_gives_an_all_zero_mask(tmp_path):
     crf_job({"image": image, "probs": probs, "class_ids": [15], "preset": load_preset("recurseed_ms"),
              "out": str(out)})
     assert not np.asarray(Image.open(out)).any()
+
+
+def test_the_coco_deeplabv3plus_release_picks_the_coco_recipe_and_loads_strictly(tmp_path):
+    """README.md:107's COCO DeepLab v3+ file: the same 679 tensors with an 81-class classifier; wsss.infer
+    method=deeplab builds experiment=recurseed_coco_deeplabv3plus for it (dataset=coco, 81 classes)."""
+    from cocogen import write_tiny_coco
+    from wsss.prepare.coco import prepare
+
+    state = official_state("deeplabv3plus")
+    key = "decoder.classifier.4.weight"
+    state[key] = torch.randn(81, *state[key].shape[1:], generator=torch.Generator().manual_seed(0)) * 0.01
+    ckpt = tmp_path / "coco_deeplabv3plus.pth"
+    torch.save(state, ckpt)
+    experiment = deeplab_release.official_experiment(ckpt)
+    assert experiment == "recurseed_coco_deeplabv3plus"
+    assert deeplab_release.official_experiment(tmp_path / "missing.pth") == "deeplabv2_voc"
+    write_tiny_coco(tmp_path / "COCO2014", size=(40, 48))
+    prepare(tmp_path / "COCO2014", tmp_path / "coco_wsss", workers=1, progress=False)
+    with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
+        cfg = compose(config_name="infer", overrides=[
+            "method=deeplab", f"experiment={experiment}", f"ckpt={ckpt}", f"dataset.root={tmp_path / 'coco_wsss'}",
+            "split=val", "device=cpu"])
+    assert cfg.dataset.num_classes == 81 and cfg.backbone.output_stride == 8
+    model = load_for_inference(cfg, ckpt, "deeplab")
+    own = model.state_dict()
+    assert own["head.decoder.classifier.weight"].shape[0] == 81
+    assert torch.equal(own["head.decoder.classifier.weight"], state[key])

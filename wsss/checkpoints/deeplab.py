@@ -108,4 +108,5 @@ def official_experiment(path: str | Path) -> str:
     except Exception:  # noqa: BLE001 - unreadable here: the load will explain it
         return "deeplabv2_voc"
     layout = recurseed.layout_of(sd)
-    return recurseed.EXPERIMENTS[layout] if layout in (recurseed.DEEPLABV3PLUS, recurseed.DEEPLABV2) else "deeplabv2_voc"
+    return recurseed.experiment_of(sd, layout) if layout in (recurseed.DEEPLABV3PLUS, recurseed.DEEPLABV2) \
+        else "deeplabv2_voc"

@@ -41,6 +41,19 @@ TITLES = {RSEPM: "the RecurSeed + EdgePredictMix single-stage release (RSEPM Res
           DEEPLABV2: "the RecurSeed + EdgePredictMix DeepLab v2 ResNet-101 release (632 tensors)"}
 EXPERIMENTS = {RSEPM: "recurseed_voc", DEEPLABV3PLUS: "recurseed_voc_deeplabv3plus",
                DEEPLABV2: "recurseed_voc_deeplabv2"}
+#: the same networks with COCO's 81 classes (the authors' COCO DeepLab v3+ file, README.md:107)
+COCO_EXPERIMENTS = {RSEPM: "recurseed_coco", DEEPLABV3PLUS: "recurseed_coco_deeplabv3plus"}
+_CLASSIFIERS = {RSEPM: "decoder.classifier.4.weight", DEEPLABV3PLUS: "decoder.classifier.4.weight",
+                DEEPLABV2: "aspp.aspp1.weight"}
+
+
+def experiment_of(state: Mapping, layout: str) -> str:
+    """The recipe whose network a release fits: the VOC one, or the COCO one for an 81-class classifier."""
+    keys = {_strip(str(k)): k for k in state}
+    weight = state.get(keys.get(_CLASSIFIERS[layout], ""))
+    if weight is not None and int(weight.shape[0]) == 81 and layout in COCO_EXPERIMENTS:
+        return COCO_EXPERIMENTS[layout]
+    return EXPERIMENTS[layout]
 
 _CONV_BN = {"conv": "0", "bn": "1"}
 _RULES = (
@@ -168,4 +181,8 @@ def load_segmentation_into(model: nn.Module, path: str | Path) -> Path:
 
 
 def rsepm_experiment(path: str | Path) -> str:
-    return EXPERIMENTS[RSEPM]
+    try:
+        state = read(path)
+    except (OSError, ValueError):   # unreadable here: the load will explain it
+        return EXPERIMENTS[RSEPM]
+    return experiment_of(state, RSEPM) if layout_of(state) == RSEPM else EXPERIMENTS[RSEPM]

@@ -33,7 +33,7 @@ class DeepLabModule(WSSSModule):
                       experiment=deeplab_release.official_experiment,
                       title="a DeepLab release of RTC / HSC (Yude Wang's deeplabv2) or RecurSeed (DeepLab v3+ / v2)")
     recipes = ("deeplabv2_voc", "deeplabv3plus_voc", "rtc_voc_deeplab", "recurseed_voc_deeplabv3plus",
-               "recurseed_voc_deeplabv2", "hsc_voc_deeplab")
+               "recurseed_voc_deeplabv2", "recurseed_coco_deeplabv3plus", "hsc_voc_deeplab")
 
     def __init__(self, *args, head: Mapping | None = None, ignore_index: int = 255, align_corners: bool = True,
                  **kwargs):

@@ -55,7 +55,7 @@ class RecurSeedModule(WSSSModule):
     score_aggregation = "mean"   # forward_with_scales: torch.mean over the 2 x len(scales) maps
     release = Release(load=recurseed_release.load_rsepm_into, detect=recurseed_release.is_rsepm,
                       experiment=recurseed_release.rsepm_experiment, title=recurseed_release.TITLES["rsepm"])
-    recipes = ("recurseed_voc",)
+    recipes = ("recurseed_voc", "recurseed_coco")
 
     def __init__(self, *args, head: Mapping | None = None, seg_interpolation: str = "nearest",
                  training: Mapping | None = None, **kwargs):
