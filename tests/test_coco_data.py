@@ -100,11 +100,17 @@ def test_released_afa_layout_reads_as_it_is(coco, tmp_path):
     assert len(dm.train_set) == 3
 
 
-@pytest.mark.parametrize("method", ["cam", "rtc", "deeplab"])
+@pytest.mark.parametrize("method", ["cam", "rtc", "deeplab", "wsfcn", "recurseed", "eps", "hsc"])
 def test_each_image_tag_method_trains_one_step_on_coco(coco, tmp_path, method):
-    root, _ = coco
-    extra = {"deeplab": [f"dataset.pseudo_label_dir={root / 'SegmentationClass' / 'train2014'}"],
-             "rtc": ["preset=synthetic_rtc"]}.get(method, [])  # CPU head sizes: the data, not the heads, are tested
+    """Every image-tag method on the prepared COCO layout; EPS and HSC where saliency maps exist (ROOT/saliency)."""
+    root, expected = coco
+    if method in ("eps", "hsc"):
+        for split in ("train2014", "val2014"):
+            for name, gt in expected[split].items():
+                write_label_png(root / "saliency" / f"{name}.png", ((gt > 0) & (gt < 255)).astype(np.uint8) * 255,
+                                palette=False)
+    extra = {"deeplab": [f"dataset.pseudo_label_dir={root / 'SegmentationClass' / 'train2014'}"]}.get(
+        method, [] if method == "cam" else [f"preset=synthetic_{method}"])  # CPU sizes: the data are tested
     cfg = _compose("train", [f"method={method}", *SIZES, *extra], root, tmp_path)
     datamodule, model = build_datamodule(cfg), build_method(cfg)
     assert model.num_classes == 81
